@@ -1,0 +1,463 @@
+"""The reference video loader: live-frame batches straight from videos, with cheap random access.
+
+Sampling semantics (the DALI pipelines reproduce them, sharing :func:`plan_block`):
+
+* Each video (its preprocessing time window) is cut into *chunks* at keyframes: a chunk's centre
+  frames run from ``keyframe + k`` to the next chunk's start, so decoding it means seeking to its
+  keyframe and reading forward ``len + 2k`` frames. Chunks are merged/split to about
+  ``data.chunk_frames`` frames.
+* A *block* of ``data.pool_batches`` batches is drawn from a pool: chunks are picked at random
+  (weighted by size), ``data.chunk_fraction`` of each chunk's centres are taken at random, the pool
+  is shuffled and cut into batches. With ``inner_shuffle`` a block's chunks come from one video, so
+  every batch comes from a single video (the original's innerShuffle); otherwise they come from
+  all videos. The decoder therefore produces about ``1 / chunk_fraction`` frames per sample.
+* Block ``b`` depends only on (seed, split, rank, b), and step ``s`` uses block
+  ``s // pool_batches``, so a resumed run sees exactly the batches of an uninterrupted one.
+
+Frames are decoded with PyAV, preprocessed, turned to grey (live frames) or kept RGB, and shrunk
+once to the *working size* (``selfee.augment.working_size``); augmentation then runs batched on the
+training device.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from selfee.augment import resize_uint8, two_views, working_size
+from selfee.config import SelfeeConfig
+from selfee.errors import SelfeeError, VideoError
+from selfee.live_frames import neighbor_indices, rgb_to_gray
+from selfee.preprocess import Preprocessor
+from selfee.video import VideoInfo, VideoReader
+
+log = logging.getLogger("selfee")
+
+# ---------------------------------------------------------------------------------------------
+# Sources and chunks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """A probed video and its preprocessing; sample indices are relative to its time window."""
+
+    info: VideoInfo
+    pre: Preprocessor
+
+    @property
+    def frames(self) -> int:
+        return self.pre.frames
+
+    @property
+    def name(self) -> str:
+        return self.info.path.name
+
+
+def make_sources(infos: list[VideoInfo], cfg: SelfeeConfig) -> list[VideoSource]:
+    out = []
+    for info in infos:
+        pre = Preprocessor(cfg.data.preprocess_for(info.path), info)
+        if pre.frames < cfg.data.min_frames:
+            raise VideoError(
+                info.path, f"has {pre.frames} frames in the selected window; live frames need at least {cfg.data.min_frames}"
+            )
+        out.append(VideoSource(info, pre))
+    return out
+
+
+MAX_CHUNK = 1024  # frames; longer GOPs are split to bound the memory of one chunk
+
+
+@dataclass(frozen=True)
+class Chunk:
+    video: int
+    center_start: int  # window indices of the centre frames [start, stop)
+    center_stop: int
+    decode_start: int  # window indices of the frames to decode [start, stop)
+    decode_stop: int
+
+    @property
+    def size(self) -> int:
+        return self.center_stop - self.center_start
+
+
+def split_range(n: int, holdout_fraction: float, split: str) -> tuple[int, int]:
+    """Centre frames of a split: 'train' is the head of the window, 'eval' its last fraction."""
+    n_eval = int(math.floor(n * holdout_fraction))
+    if holdout_fraction > 0 and n_eval == 0 and n > 2:
+        n_eval = 1
+    if split == "train":
+        return 0, n - n_eval
+    if split == "eval":
+        return n - n_eval, n
+    if split == "all":
+        return 0, n
+    raise ValueError(f"unknown split {split!r}")
+
+
+def plan_chunks(video: int, src: VideoSource, k: int, chunk_frames: int, lo: int, hi: int) -> list[Chunk]:
+    """Keyframe-aligned chunks covering centre frames [lo, hi) of one video's window."""
+    n = src.frames
+    if hi <= lo:
+        return []
+    kf = src.info.keyframes - src.pre.start
+    cuts = sorted({int(c) + k for c in kf if c > lo and lo < c + k < hi})
+    bounds = [lo, *cuts, hi]
+    merged: list[list[int]] = []
+    for a, b in zip(bounds[:-1], bounds[1:]):  # merge short GOPs (e.g. all-intra codecs)
+        if merged and (b - merged[-1][0]) <= chunk_frames:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    chunks = []
+    for a, b in merged:
+        # A GOP is split only when it is very long: each part must be decoded from the keyframe.
+        parts = math.ceil((b - a) / MAX_CHUNK) if (b - a) > MAX_CHUNK else 1
+        edges = np.linspace(a, b, parts + 1).round().astype(int)
+        for s, e in zip(edges[:-1], edges[1:]):
+            if e > s:
+                chunks.append(Chunk(video, int(s), int(e), max(0, int(s) - k), min(n, int(e) + k)))
+    return chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# Block planning (shared with the DALI pipelines)
+# ---------------------------------------------------------------------------------------------
+
+
+class BatchPlan(NamedTuple):
+    chunk: torch.Tensor  # index into BlockPlan.chunks, per sample
+    video: torch.Tensor  # video index per sample
+    frame: torch.Tensor  # window frame index of the centre, per sample
+
+
+class BlockPlan(NamedTuple):
+    chunks: list[Chunk]
+    batches: list[BatchPlan]
+
+
+def block_seed(seed: int, split: str, rank: int, block: int) -> int:
+    split_id = {"train": 0, "eval": 1, "all": 2}[split]
+    return int(np.random.SeedSequence([seed, split_id, rank, block]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def plan_block(
+    chunks: list[list[Chunk]],
+    batch_size: int,
+    pool_batches: int,
+    fraction: float,
+    inner_shuffle: bool,
+    generator: torch.Generator,
+) -> BlockPlan:
+    """Choose chunks and centre frames for ``pool_batches`` batches (see the module docstring)."""
+    g = generator
+    needed = batch_size * pool_batches
+    sizes = [sum(c.size for c in cs) for cs in chunks]
+    if inner_shuffle:
+        w = torch.tensor(sizes, dtype=torch.float64)
+        v = int(torch.multinomial(w, 1, generator=g))
+        pool = chunks[v]
+    else:
+        pool = [c for cs in chunks for c in cs]
+    weights = torch.tensor([c.size for c in pool], dtype=torch.float64)
+    order = torch.multinomial(weights, len(pool), replacement=False, generator=g).tolist()
+    picked, total = [], 0
+    for i in order:
+        picked.append(pool[i])
+        total += max(1, math.ceil(fraction * pool[i].size))
+        if total >= needed:
+            break
+    cidx, frames = [], []
+    for ci, c in enumerate(picked):
+        m = max(1, math.ceil(fraction * c.size))
+        sel = torch.randperm(c.size, generator=g)[:m] + c.center_start
+        frames.append(sel)
+        cidx.append(torch.full((m,), ci, dtype=torch.long))
+    cidx_t, frame_t = torch.cat(cidx), torch.cat(frames)
+    if cidx_t.numel() < needed:  # a short video: draw again from what there is
+        extra = torch.randint(cidx_t.numel(), (needed - cidx_t.numel(),), generator=g)
+        cidx_t, frame_t = torch.cat([cidx_t, cidx_t[extra]]), torch.cat([frame_t, frame_t[extra]])
+    perm = torch.randperm(cidx_t.numel(), generator=g)[:needed]
+    cidx_t, frame_t = cidx_t[perm], frame_t[perm]
+    video_of = torch.tensor([c.video for c in picked], dtype=torch.long)
+    batches = [
+        BatchPlan(cidx_t[i : i + batch_size], video_of[cidx_t[i : i + batch_size]], frame_t[i : i + batch_size])
+        for i in range(0, needed, batch_size)
+    ]
+    return BlockPlan(picked, batches)
+
+
+class Sampler:
+    """Chunks of every video for one split and rank, and the block plans drawn from them."""
+
+    def __init__(self, sources: list[VideoSource], cfg: SelfeeConfig, split: str = "train", rank: int = 0, world: int = 1):
+        d = cfg.data
+        self.cfg = cfg
+        self.split = split
+        self.rank = rank
+        self.batch_size = cfg.optim.batch_size
+        per_video = []
+        for v, src in enumerate(sources):
+            lo, hi = split_range(src.frames, d.holdout_fraction, split)
+            per_video.append(plan_chunks(v, src, d.frame_interval, d.chunk_frames, lo, hi))
+        if world > 1:  # each rank reads its own shard of the chunks
+            flat = [c for cs in per_video for c in cs]
+            mine = set(flat[rank::world])
+            per_video = [[c for c in cs if c in mine] for cs in per_video]
+        self.chunks = [cs for cs in per_video if cs]
+        if not self.chunks:
+            raise SelfeeError(f"no frames to sample in the '{split}' split (videos too short or holdout_fraction=0?)")
+
+    @property
+    def frames(self) -> int:
+        return sum(c.size for cs in self.chunks for c in cs)
+
+    def block(self, b: int) -> BlockPlan:
+        g = torch.Generator().manual_seed(block_seed(self.cfg.train.seed, self.split, self.rank, b))
+        d = self.cfg.data
+        return plan_block(self.chunks, self.batch_size, d.pool_batches, d.chunk_fraction, d.inner_shuffle, g)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding chunks (PyAV) into working-size frames
+# ---------------------------------------------------------------------------------------------
+
+
+def frames_to_samples(rgb: torch.Tensor, pre: Preprocessor, live: bool, size: tuple[int, int]) -> torch.Tensor:
+    """T x H x W x 3 uint8 decoded frames -> T x C x h x w uint8 (C = 1 grey for live frames, else 3)."""
+    x = pre(rgb.permute(0, 3, 1, 2))
+    if live:
+        x = rgb_to_gray(x).unsqueeze(1)
+    return resize_uint8(x, size)
+
+
+class ChunkDecoder:
+    """Decodes chunks with one PyAV reader per thread and video; counts decoded frames."""
+
+    def __init__(self, sources: list[VideoSource], live: bool, size: tuple[int, int]):
+        self.sources = sources
+        self.live = live
+        self.size = size
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.frames_decoded = 0
+
+    def _reader(self, v: int) -> VideoReader:
+        readers = getattr(self._local, "readers", None)
+        if readers is None:
+            readers = self._local.readers = {}
+        if v not in readers:
+            readers[v] = VideoReader(self.sources[v].info, threads=1)
+        return readers[v]
+
+    def decode(self, chunk: Chunk) -> torch.Tensor:
+        src = self.sources[chunk.video]
+        reader = self._reader(chunk.video)
+        before = reader.frames_decoded
+        start, stop = src.pre.start + chunk.decode_start, src.pre.start + chunk.decode_stop
+        rgb = reader.read(start, stop)
+        with self._lock:
+            self.frames_decoded += reader.frames_decoded - before
+        want = stop - start
+        if rgb.shape[0] == 0:
+            raise VideoError(src.info.path, f"no frames could be decoded in frames {start}-{stop}")
+        if rgb.shape[0] < want:  # a broken tail: repeat the last good frame
+            log.warning("%s: only %d of frames %d-%d decoded", src.info.path, rgb.shape[0], start, stop)
+            rgb = np.concatenate([rgb, np.repeat(rgb[-1:], want - rgb.shape[0], axis=0)])
+        return frames_to_samples(torch.from_numpy(rgb), src.pre, self.live, self.size)
+
+
+def assemble(plan: BlockPlan, decoded: list[torch.Tensor], sources: list[VideoSource], k: int, live: bool):
+    """Live frames (or RGB frames) of every batch of a block: list of B x 3 x h x w uint8."""
+    offsets = torch.tensor([0] + [d.shape[0] for d in decoded]).cumsum(0)
+    big = torch.cat(decoded)  # sum(T) x C x h x w
+    dstart = torch.tensor([c.decode_start for c in plan.chunks])
+    nframes = torch.tensor([s.frames for s in sources])
+    out = []
+    for bp in plan.batches:
+        if live:
+            idx = neighbor_indices(bp.frame, k, nframes[bp.video])
+            g = offsets[bp.chunk].unsqueeze(1) + idx - dstart[bp.chunk].unsqueeze(1)
+            out.append(big[g.flatten(), 0].view(len(bp.frame), 3, *big.shape[-2:]))
+        else:
+            g = offsets[bp.chunk] + bp.frame - dstart[bp.chunk]
+            out.append(big[g])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainBatch(NamedTuple):
+    frames: torch.Tensor  # B x 3 x h x w uint8 (live frames or RGB) at the working size
+    video: torch.Tensor  # B video indices
+    frame: torch.Tensor  # B window frame indices of the centres
+
+
+class ViewBatch(NamedTuple):
+    view1: torch.Tensor  # B x 3 x H x W float in [0, 1] on the training device
+    view2: torch.Tensor
+    video: torch.Tensor
+    frame: torch.Tensor
+
+
+class ReferenceLoader:
+    """Infinite iterator of :class:`TrainBatch` for steps ``start_step, start_step + 1, ...``.
+
+    The next block is decoded in the background while the current one is consumed.
+    """
+
+    def __init__(
+        self,
+        sources: list[VideoSource],
+        cfg: SelfeeConfig,
+        split: str = "train",
+        start_step: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.sources = sources
+        self.cfg = cfg
+        self.sampler = Sampler(sources, cfg, split, rank, world)
+        d = cfg.data
+        self.size = working_size(d.input_size, cfg.augment.crop_scale[0]) if cfg.augment.enabled else tuple(d.input_size)
+        self.decoder = ChunkDecoder(sources, d.live_frames, self.size)
+        self.step = start_step
+        self.samples = 0
+        self._pool = ThreadPoolExecutor(max_workers=d.decode_threads, thread_name_prefix="selfee-decode")
+        self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfee-block")
+        self._next = None  # (block index, future) of the block being prepared
+
+    @property
+    def frames_decoded(self) -> int:
+        return self.decoder.frames_decoded
+
+    @property
+    def decoded_per_sample(self) -> float:
+        return self.frames_decoded / max(1, self.samples)
+
+    def _build(self, b: int):
+        plan = self.sampler.block(b)
+        decoded = list(self._pool.map(self.decoder.decode, plan.chunks))
+        return plan, assemble(plan, decoded, self.sources, self.cfg.data.frame_interval, self.cfg.data.live_frames)
+
+    def _block(self, b: int):
+        if self._next is None or self._next[0] != b:
+            self._next = (b, self._planner.submit(self._build, b))
+        value = self._next[1].result()
+        self._next = (b + 1, self._planner.submit(self._build, b + 1))
+        return value
+
+    def __iter__(self) -> Iterator[TrainBatch]:
+        pb = self.cfg.data.pool_batches
+        while True:
+            b, off = divmod(self.step, pb)
+            plan, batches = self._block(b)
+            for i in range(off, pb):
+                bp = plan.batches[i]
+                self.step += 1
+                self.samples += len(bp.frame)
+                yield TrainBatch(batches[i], bp.video, bp.frame)
+
+    def close(self):
+        if self._next is not None:
+            self._next[1].cancel()
+        self._planner.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class TorchPipeline:
+    """Reference pipeline: ReferenceLoader + batched augmentation on the training device."""
+
+    name = "torch"
+
+    def __init__(self, sources, cfg: SelfeeConfig, device, split="train", start_step=0, rank=0, world=1):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.loader = ReferenceLoader(sources, cfg, split, start_step, rank, world)
+        self.rank = rank
+
+    @property
+    def stats(self) -> dict:
+        return {"frames_decoded": self.loader.frames_decoded, "decoded_per_sample": self.loader.decoded_per_sample}
+
+    def __iter__(self) -> Iterator[ViewBatch]:
+        cl = self.cfg.train.channels_last
+        pin = self.device.type == "cuda"
+        for batch in self.loader:
+            step = self.loader.step - 1
+            frames = batch.frames.pin_memory() if pin else batch.frames
+            frames = frames.to(self.device, non_blocking=True)
+            g = torch.Generator(device=self.device).manual_seed(augment_seed(self.cfg.train.seed, self.rank, step))
+            v1, v2 = two_views(frames, self.cfg.augment, self.cfg.data.input_size, g, channels_last=cl)
+            yield ViewBatch(v1, v2, batch.video, batch.frame)
+
+    def close(self):
+        self.loader.close()
+
+
+def augment_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, 7, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class SyntheticPipeline:
+    """Random views already on the device: measures compute without decode or augmentation."""
+
+    name = "synthetic"
+
+    def __init__(self, cfg: SelfeeConfig, device, n_distinct: int = 4):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        b = cfg.optim.batch_size
+        h, w = cfg.data.input_size
+        g = torch.Generator(device="cpu").manual_seed(cfg.train.seed)
+        self._views = [torch.rand(b, 3, h, w, generator=g).to(self.device) for _ in range(n_distinct + 1)]
+        if cfg.train.channels_last:
+            self._views = [v.contiguous(memory_format=torch.channels_last) for v in self._views]
+        self._ids = torch.zeros(b, dtype=torch.long)
+        self.stats = {}
+
+    def __iter__(self) -> Iterator[ViewBatch]:
+        i = 0
+        n = len(self._views)
+        while True:
+            yield ViewBatch(self._views[i % n], self._views[(i + 1) % n], self._ids, self._ids)
+            i += 1
+
+    def close(self):
+        pass
+
+
+def build_pipeline(cfg: SelfeeConfig, sources, device, split="train", start_step=0, rank=0, world=1):
+    """The training data pipeline chosen by ``train.pipeline``; all yield :class:`ViewBatch`.
+
+    ``auto`` takes DALI where it is installed (GPU decode and augmentation; its CPU lane
+    otherwise) and the reference torch pipeline elsewhere.
+    """
+    from selfee._deps import available, require
+
+    kind = cfg.train.pipeline
+    if kind == "synthetic":
+        return SyntheticPipeline(cfg, device)
+    if kind == "dali" or (kind == "auto" and available("nvidia.dali")):
+        require("nvidia.dali", "the DALI pipeline (train.pipeline=dali)")
+        try:
+            from selfee.pipelines.train import DaliTrainPipeline
+        except ImportError as exc:
+            if kind == "dali":
+                raise SelfeeError(f"the DALI training pipeline is unavailable: {exc}") from None
+            log.info("DALI pipeline unavailable (%s); using the torch pipeline", exc)
+        else:
+            return DaliTrainPipeline(sources, cfg, device, split, start_step, rank, world)
+    return TorchPipeline(sources, cfg, device, split, start_step, rank, world)

@@ -1,0 +1,162 @@
+"""The Selfee network: ResNet backbone, SimSiam projector/predictor and CLD head; the exported Encoder.
+
+SimSiam: Chen & He, arXiv:2011.10566. CLD: Wang, Liu & Yu, "Unsupervised Feature Learning by
+Cross-Level Instance-Group Discrimination", CVPR 2021. Selfee: Jia et al., bioRxiv
+2021.12.24.474120. The model returns its outputs; it never computes a loss (see selfee.losses).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from selfee.config import ModelConfig
+
+
+class NormedLinear(nn.Module):
+    """Cosine of the L2-normalized input with L2-normalized weight columns (weight: in x out)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        # Columns of unit-ish norm, as CLD initialises them.
+        self.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+class CLDHead(nn.Module):
+    """Normalized linear layer followed by L2 normalization: the CLD branch."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.linear = NormedLinear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(x), dim=1)
+
+
+def projector(in_dim: int, dim: int) -> nn.Sequential:
+    """in -> dim -> dim -> dim: (Linear, BN, ReLU) x 2 then Linear, BN."""
+    return nn.Sequential(
+        nn.Linear(in_dim, dim),
+        nn.BatchNorm1d(dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(dim, dim),
+        nn.BatchNorm1d(dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(dim, dim),
+        nn.BatchNorm1d(dim),
+    )
+
+
+def predictor(dim: int, hidden: int) -> nn.Sequential:
+    """dim -> hidden -> dim: Linear, BN, ReLU, Linear."""
+    return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+
+
+def backbone(arch: str, pretrained: bool = False) -> tuple[nn.Module, int]:
+    """A torchvision ResNet with ``fc`` replaced by Identity, and its feature width."""
+    weights = "DEFAULT" if pretrained else None
+    net = getattr(torchvision.models, arch)(weights=weights)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
+class Encoder(nn.Module):
+    """Frames -> embedding (the projector output, the paper's "meta-representation").
+
+    Input: N x 3 x H x W float in [0, 1] (live frames or RGB), no mean/std normalization.
+    This is the only part that is exported.
+    """
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))  # N x proj_dim
+
+
+class SelfeeOutput(NamedTuple):
+    p1: torch.Tensor  # predictor outputs, N x proj_dim
+    p2: torch.Tensor
+    z1: torch.Tensor  # projector outputs (SimSiam targets; the embedding), N x proj_dim
+    z2: torch.Tensor
+    c1: torch.Tensor  # CLD features of the online branch, N x cld_dim, unit norm
+    c2: torch.Tensor
+    y1: torch.Tensor | None = None  # BYOL only: projections of the EMA target encoder (the targets)
+    y2: torch.Tensor | None = None
+    t1: torch.Tensor | None = None  # BYOL only: CLD features of the target projections
+    t2: torch.Tensor | None = None
+
+
+class Selfee(nn.Module):
+    """Backbone + projector (the Encoder), predictor and CLD head; optional BYOL target encoder."""
+
+    def __init__(self, cfg: ModelConfig, byol: bool = False, pretrained_backbone: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        net, feat_dim = backbone(cfg.arch, pretrained=pretrained_backbone)
+        self.encoder = Encoder(net, projector(feat_dim, cfg.proj_dim))
+        self.predictor = predictor(cfg.proj_dim, cfg.pred_hidden)
+        self.cld_head = CLDHead(cfg.proj_dim, cfg.cld_dim)
+        self.target: Encoder | None = None
+        if byol:
+            self.target = copy.deepcopy(self.encoder)
+            self.target.requires_grad_(False)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.cfg.proj_dim
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> SelfeeOutput:
+        # The views go through apart, as in the original: batch norm sees each view's statistics.
+        z1 = self.encoder(x1)
+        z2 = self.encoder(x2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        c1, c2 = self.cld_head(z1), self.cld_head(z2)
+        if self.target is None:
+            return SelfeeOutput(p1, p2, z1, z2, c1, c2)
+        with torch.no_grad():
+            y1 = self.target(x1)
+            y2 = self.target(x2)
+            t1, t2 = self.cld_head(y1), self.cld_head(y2)
+        return SelfeeOutput(p1, p2, z1, z2, c1, c2, y1, y2, t1, t2)
+
+    @torch.no_grad()
+    def update_target(self, decay: float) -> None:
+        """BYOL: target <- decay * target + (1 - decay) * online (parameters; buffers copied)."""
+        if self.target is None:
+            return
+        for t, o in zip(self.target.parameters(), self.encoder.parameters()):
+            t.mul_(decay).add_(o.detach(), alpha=1 - decay)
+        for t, o in zip(self.target.buffers(), self.encoder.buffers()):
+            t.copy_(o)
+
+
+def build_model(cfg: ModelConfig, byol: bool = False) -> Selfee:
+    """The model with its configured initial weights (``none``, ``imagenet`` or a checkpoint)."""
+    from selfee.checkpoint import load_initial_weights  # local: checkpoint imports model
+
+    init = cfg.init.lower()
+    if init == "imagenet":
+        from selfee.checkpoint import imagenet_backbone
+
+        model = Selfee(cfg, byol=byol)
+        model.encoder.backbone.load_state_dict(imagenet_backbone(cfg.arch))
+        if model.target is not None:
+            model.target.load_state_dict(model.encoder.state_dict())
+        return model
+    model = Selfee(cfg, byol=byol)
+    if init != "none":
+        load_initial_weights(model, cfg.init)
+    return model

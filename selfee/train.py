@@ -1,0 +1,555 @@
+"""The Selfee trainer: one object owning device, precision, optimizer, schedule and checkpoints.
+
+Channels-last, autocast (bf16 on GPU by default; fp16 with a gradient scaler as an option; fp32
+on CPU), optional ``torch.compile``, SGD with the one-cycle schedule of the paper's recipe,
+lambda for CLD, a NaN guard, collapse levels, a periodic held-out loss, CSV (and TensorBoard)
+metrics, atomic checkpoints with everything needed to resume exactly, Ctrl-C safe. Under
+``torchrun`` it wraps the model in DistributedDataParallel; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfee import __version__
+from selfee.checkpoint import FORMAT, VERSION, atomic_save, checkpoint_config, load_checkpoint, load_state
+from selfee.config import SelfeeConfig
+from selfee.errors import SelfeeError
+from selfee.losses import cld_weight, collapse_level, selfee_loss
+from selfee.model import Selfee, build_model
+from selfee.schedule import optim_schedule
+
+log = logging.getLogger("selfee")
+
+METRIC_FIELDS = (
+    "step",
+    "loss",
+    "loss_ss",
+    "loss_cld",
+    "collapse_z",
+    "collapse_cld",
+    "lambda",
+    "lr",
+    "momentum",
+    "samples_per_s",
+    "steps_per_s",
+    "val_loss",
+    "val_loss_ss",
+    "val_loss_cld",
+    "elapsed_s",
+)
+
+
+class TrainingDiverged(SelfeeError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices, precision, distributed
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SelfeeError(f"device '{name}' requested but no CUDA GPU is available (use --device cpu)")
+    return dev
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = full fp32)."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if amp == "off":
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise SelfeeError("amp=fp16 needs a CUDA GPU; on CPU use amp=off or amp=bf16")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), resolve_device(device_name)
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    return DistInfo(rank, world, local), device
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Owns the model, optimizer, precision and run directory; ``fit`` runs the loop."""
+
+    def __init__(
+        self,
+        cfg: SelfeeConfig,
+        out_dir: str | os.PathLike,
+        model: Selfee | None = None,
+        device: torch.device | None = None,
+        dist: DistInfo | None = None,
+    ):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.dist = dist or DistInfo()
+        self.device = device or resolve_device(cfg.train.device)
+        self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+        self.model = (model or build_model(cfg.model, byol=cfg.loss.byol)).to(self.device)
+        if self.dist.enabled and cfg.train.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.forward = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DDP(self.model, device_ids=ids)
+        if cfg.train.compile:
+            self.forward = torch.compile(self.forward)
+        self._stop_requested = False
+        self._metrics_file = None
+        self._tb = None
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns the step's metrics as 0-d tensors (no host sync)."""
+        cfg = self.cfg
+        lr, momentum = optim_schedule(cfg.optim, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["momentum"] = momentum
+        lam = cld_weight(self.step, cfg.optim.steps, cfg.loss.cld_lambda, cfg.loss.cld_lambda_ramp)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.forward(view1, view2)
+        losses = selfee_loss(out, cfg.loss, lam)
+        self.scaler.scale(losses["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if cfg.loss.byol:
+            self.model.update_target(cfg.loss.byol_decay)
+        self.step += 1
+        return {
+            **{k: v.detach() for k, v in losses.items()},
+            "collapse_z": collapse_level(out.z1),
+            "collapse_cld": collapse_level(out.c1),
+            "lambda": torch.tensor(lam),
+            "lr": torch.tensor(lr),
+            "momentum": torch.tensor(momentum),
+        }
+
+    @torch.no_grad()
+    def eval_step(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses on a held-out batch, the model in eval mode (as the original's test loss)."""
+        lam = cld_weight(self.step, self.cfg.optim.steps, self.cfg.loss.cld_lambda, self.cfg.loss.cld_lambda_ramp)
+        self.model.eval()
+        with self._autocast():
+            out = self.model(view1, view2)
+        losses = selfee_loss(out, self.cfg.loss, lam)
+        self.model.train()
+        return {f"val_{k}": v for k, v in losses.items()}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _np_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "selfee_fast": __version__,
+            "step": self.step,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"step": self.step, "kind": "one_cycle"},
+            "scaler": self.scaler.state_dict(),
+            "config": self.cfg.to_dict(),
+            "rng": rng,
+        }
+
+    def save(self, name: str | None = None) -> Path | None:
+        """Write ``step{N}.pt`` (or ``name``) and ``last.pt`` atomically; rank 0 only."""
+        if not self.dist.is_main:
+            return None
+        state = self.state()
+        path = atomic_save(state, self.out_dir / (name or f"step{self.step:07d}.pt"))
+        atomic_save(state, self.out_dir / "last.pt")
+        self._prune()
+        log.info("checkpoint: %s (step %d)", path, self.step)
+        return path
+
+    def _prune(self):
+        keep = self.cfg.train.keep_checkpoints
+        if keep <= 0:
+            return
+        ckpts = sorted(self.out_dir.glob("step*.pt"))
+        for old in ckpts[:-keep]:
+            old.unlink(missing_ok=True)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore everything from a checkpoint written by :meth:`save` (for ``--resume``)."""
+        ckpt = load_checkpoint(path)
+        if "optimizer" not in ckpt:
+            raise SelfeeError(f"{path}: holds weights only; cannot resume from it (use --init)")
+        load_state(self.model, ckpt["model"], source=str(path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        rng = ckpt.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "python" in rng:
+            random.setstate(_as_python_state(rng["python"]))
+        if "numpy" in rng:
+            np.random.set_state(_as_np_state(rng["numpy"]))
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def fit(self, batches: Iterable, eval_batches: Iterable | None = None, show_progress: bool = True) -> dict:
+        """Train until ``optim.steps``; returns the last logged metrics. Rank 0 logs and saves."""
+        cfg = self.cfg.train
+        total = self.cfg.optim.steps
+        if self.step >= total:
+            log.info("nothing to do: the run is at step %d of %d", self.step, total)
+            return {}
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        main = self.dist.is_main
+        if main:
+            self._open_logs()
+        it = iter(batches)
+        eval_it: Iterator | None = iter(eval_batches) if eval_batches is not None else None
+        sums: dict[str, torch.Tensor] = {}
+        n_in_window = 0
+        samples_in_window = 0
+        t_window = time.perf_counter()
+        t_start = t_window
+        last: dict = {}
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        progress = _Progress(total, self.step, enabled=main and show_progress)
+        previous_handler = self._install_sigint()
+        try:
+            while self.step < total:
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+                batch = next(it)
+                metrics = self.train_step(batch[0], batch[1])
+                bad |= ~torch.isfinite(metrics["loss"])
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0) + v.float()
+                n_in_window += 1
+                samples_in_window += batch[0].shape[0] * self.dist.world
+                val = {}
+                if eval_it is not None and cfg.eval_every and self.step % cfg.eval_every == 0:
+                    eb = next(eval_it)
+                    val = {k: float(v) for k, v in self.eval_step(eb[0], eb[1]).items()}
+                log_now = self.step % cfg.log_every == 0 or self.step == total or val
+                ckpt_now = self.step % cfg.checkpoint_every == 0 or self.step == total
+                if log_now or ckpt_now:
+                    if bool(bad):  # one host sync per log interval
+                        self._diverged()
+                if log_now:
+                    now = time.perf_counter()
+                    dt = max(now - t_window, 1e-9)
+                    last = {k: float(v) / n_in_window for k, v in sums.items()}
+                    last.update(
+                        step=self.step,
+                        samples_per_s=samples_in_window / dt,
+                        steps_per_s=n_in_window / dt,
+                        elapsed_s=now - t_start,
+                        **val,
+                    )
+                    if main:
+                        self._write_metrics(last)
+                    progress.update(self.step, last)
+                    sums, n_in_window, samples_in_window, t_window = {}, 0, 0, now
+                else:
+                    progress.advance(self.step)
+                if ckpt_now:
+                    self.save()
+                    self._barrier()
+        except KeyboardInterrupt:
+            progress.close()
+            if not bool(bad):
+                log.warning("interrupted at step %d: writing a checkpoint before exiting", self.step)
+                self.save()
+            raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            progress.close()
+            self._close_logs()
+        return last
+
+    def _diverged(self):
+        last = self.out_dir / "last.pt"
+        where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"loss became NaN/inf by step {self.step}; stopped without saving ({where}). "
+            "Try a lower --lr, amp=bf16 instead of fp16, or check the input videos"
+        )
+
+    def _barrier(self):
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _install_sigint(self):
+        """First Ctrl-C: finish the step, checkpoint, exit. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None  # signal handlers can only be set from the main thread
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            print("\nCtrl-C: stopping after this step and writing a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+        return signal.signal(signal.SIGINT, handler)
+
+    # -- logs -------------------------------------------------------------------------------------
+
+    def _open_logs(self):
+        path = self.out_dir / "metrics.csv"
+        new = not path.exists() or path.stat().st_size == 0
+        if not new and self.step > 0:
+            _truncate_metrics(path, self.step)  # a resumed run rewrites what came after its checkpoint
+        self._metrics_file = open(path, "a", newline="")
+        self._metrics = csv.DictWriter(self._metrics_file, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        if new:
+            self._metrics.writeheader()
+        (self.out_dir / "config.yaml").write_text(self.cfg.to_yaml())
+        if self.cfg.train.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:
+                self._tb = None
+
+    def _write_metrics(self, m: dict):
+        self._metrics.writerow({k: m.get(k, "") for k in METRIC_FIELDS})
+        self._metrics_file.flush()
+        if self._tb is not None:
+            for k, v in m.items():
+                if k != "step":
+                    self._tb.add_scalar(k, v, m["step"])
+
+    def _close_logs(self):
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+            self._metrics_file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if r.get("step") and int(float(r["step"])) <= step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(keep)
+
+
+def _np_state():
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "g": has_gauss, "c": cached}
+
+
+def _as_np_state(s):
+    return (s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["g"], s["c"])
+
+
+def _as_python_state(s):
+    # torch.load(weights_only=True) returns lists where tuples were saved
+    return (s[0], tuple(s[1]), s[2])
+
+
+class _Progress:
+    """A rich progress bar with steps/s, samples/s and the latest losses (rank 0, terminals only)."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.bar = None
+        if not enabled:
+            return
+        from selfee.cli_utils import progress
+
+        self.bar = progress()
+        self.task = self.bar.add_task("train", total=total, completed=start, rate="")
+        self.bar.start()
+
+    def advance(self, step: int):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step)
+
+    def update(self, step: int, m: dict):
+        msg = (
+            f"loss {m.get('loss', math.nan):.4f} (ss {m.get('loss_ss', math.nan):.3f} cld {m.get('loss_cld', math.nan):.3f})"
+            f" {m.get('steps_per_s', 0):.2f} steps/s {m.get('samples_per_s', 0):.0f} samples/s"
+        )
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, rate=msg)
+        if self.bar is None or not self.bar.live.is_started:
+            log.info("step %d: %s", step, msg)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point used by the CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def run_training(
+    cfg: SelfeeConfig,
+    videos: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise."""
+    from selfee.data import build_pipeline, make_sources
+    from selfee.video import expand_inputs, probe_many
+
+    out_dir = Path(out_dir)
+    if resume:
+        last = out_dir / "last.pt"
+        if not last.exists():
+            raise SelfeeError(f"--resume: no checkpoint at {last}")
+        saved = checkpoint_config(load_checkpoint(last))
+        if saved.to_dict() != cfg.to_dict():
+            log.warning("--resume: using the configuration saved with the run (%s), not the one given", last)
+        cfg = saved
+    _check_writable(out_dir)
+    dist, device = init_distributed(cfg.train.device)
+    if dist.enabled and cfg.optim.batch_size % dist.world:
+        raise SelfeeError(f"optim.batch_size={cfg.optim.batch_size} must be divisible by the {dist.world} processes")
+    local_cfg = cfg.replace(**{"optim.batch_size": cfg.optim.batch_size // dist.world}) if dist.enabled else cfg
+
+    sources = []
+    if cfg.train.pipeline != "synthetic":
+        paths = expand_inputs(videos)
+        if not paths:
+            raise SelfeeError("no videos given")
+        infos, bad = probe_many(paths, min_frames=cfg.data.min_frames)
+        if not infos:
+            raise SelfeeError(f"none of the {len(paths)} videos can be used (see the messages above)")
+        sources = make_sources(infos, cfg)
+        log.info(
+            "training on %d videos (%d frames); %d skipped", len(sources), sum(s.frames for s in sources), len(bad)
+        )
+
+    # The trainer's global config (for the schedule); pipelines draw per-rank batches.
+    trainer = Trainer(cfg, out_dir, device=device, dist=dist)
+    if resume:
+        trainer.load(out_dir / "last.pt")
+        log.info("resuming at step %d", trainer.step)
+    train_pipe = build_pipeline(local_cfg, sources, device, "train", trainer.step, dist.rank, dist.world)
+    eval_pipe = None
+    if cfg.train.eval_every and cfg.data.holdout_fraction > 0 and train_pipe.name != "synthetic":
+        eval_start = trainer.step // cfg.train.eval_every
+        eval_pipe = build_pipeline(local_cfg, sources, device, "eval", eval_start, dist.rank, dist.world)
+    if dist.is_main:
+        (out_dir / "run.json").write_text(
+            json.dumps(
+                {
+                    "videos": [str(s.info.path) for s in sources],
+                    "pipeline": train_pipe.name,
+                    "device": str(device),
+                    "world_size": dist.world,
+                    "selfee_fast": __version__,
+                    "torch": torch.__version__,
+                },
+                indent=2,
+            )
+        )
+    try:
+        last = trainer.fit(train_pipe, eval_pipe, show_progress=show_progress)
+    finally:
+        train_pipe.close()
+        if eval_pipe is not None:
+            eval_pipe.close()
+    stats = getattr(train_pipe, "stats", {})
+    return {"step": trainer.step, "out_dir": str(out_dir), **last, **stats}
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SelfeeError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None

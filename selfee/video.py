@@ -1,0 +1,296 @@
+"""Reading videos directly with PyAV: probing, frame indices and timestamps, seeking, decoding.
+
+No frames are extracted to disk. A frame's index is its rank in presentation order (the order of
+its timestamp), so indices stay right with B-frames and open GOPs. ``probe`` reads only packets
+(no decoding) to learn the frame count, the timestamps and where the keyframes are, which is what
+random access needs: a read from frame ``i`` seeks to the last keyframe at or before ``i`` and
+decodes forward.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from selfee.errors import SelfeeError, VideoError
+
+log = logging.getLogger("selfee")
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts")
+
+
+def _av():
+    from selfee._deps import require
+
+    return require("av", "reading videos")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learns from a video's packets, without decoding."""
+
+    path: Path
+    frames: int  # number of frames (packets with a timestamp); decoding may yield fewer if the end is broken
+    fps: float  # nominal frames per second
+    width: int
+    height: int
+    codec: str  # e.g. h264, hevc, mpeg4, vp9, mjpeg
+    profile: str | None
+    pix_fmt: str | None
+    time_base: Fraction
+    pts: np.ndarray = field(repr=False)  # presentation timestamps in stream units, sorted; frame i has pts[i]
+    keyframes: np.ndarray = field(repr=False)  # frame indices of keyframes, sorted
+    vfr: bool = False  # frame intervals vary by more than 1 %
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.fps if self.fps else 0.0
+
+    @property
+    def max_gop(self) -> int:
+        bounds = np.append(self.keyframes, self.frames)
+        return int(np.diff(bounds).max()) if len(bounds) > 1 else self.frames
+
+    def times(self, idx) -> np.ndarray:
+        """Seconds since the first frame for frame indices ``idx``."""
+        idx = np.asarray(idx)
+        return (self.pts[idx] - self.pts[0]).astype(np.float64) * float(self.time_base)
+
+    def index_at(self, seconds: float) -> int:
+        """First frame at or after ``seconds`` (since the first frame)."""
+        target = self.pts[0] + seconds / float(self.time_base)
+        return int(np.searchsorted(self.pts, target - 1e-6, side="left"))
+
+    def keyframe_before(self, i: int) -> int:
+        """The last keyframe index <= i (0 when none is known)."""
+        j = int(np.searchsorted(self.keyframes, i, side="right")) - 1
+        return int(self.keyframes[j]) if j >= 0 else 0
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Open a video and scan its packets; raise :class:`VideoError` with a one-line reason."""
+    av = _av()
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(path, "file not found")
+    if path.is_dir():
+        raise VideoError(path, "is a directory, not a video file")
+    if not os.access(path, os.R_OK):
+        raise VideoError(path, "file is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "file is empty")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise VideoError(path, f"not a video file or unreadable ({_reason(exc)})") from None
+    with container:
+        if not container.streams.video:
+            raise VideoError(path, "not a video (no video stream found)")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        pts, key_pts = [], []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                p = packet.pts if packet.pts is not None else packet.dts
+                if p is None:
+                    p = len(pts)  # no timestamps at all: decode order is presentation order
+                pts.append(p)
+                if packet.is_keyframe:
+                    key_pts.append(p)
+        except av.error.FFmpegError as exc:
+            if not pts:
+                raise VideoError(path, f"cannot read packets ({_reason(exc)})") from None
+            log.warning("%s: stream is damaged after %d frames (%s); using those", path, len(pts), _reason(exc))
+        if not pts:
+            raise VideoError(path, "video stream has no frames")
+        spts = np.unique(np.asarray(pts, dtype=np.int64))
+        keys = np.searchsorted(spts, np.unique(np.asarray(key_pts, dtype=np.int64)))
+        if keys.size == 0 or keys[0] != 0:
+            keys = np.concatenate([[0], keys])
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        tb = stream.time_base or Fraction(1, 1)
+        if (rate is None or float(rate) <= 0) and len(spts) > 1:
+            rate = 1.0 / (np.median(np.diff(spts)) * float(tb))
+        fps = float(rate) if rate else 0.0
+        vfr = False
+        if len(spts) > 2:
+            d = np.diff(spts).astype(np.float64)
+            vfr = bool(d.max() > 1.01 * np.median(d) + 1 or d.min() < 0.99 * np.median(d) - 1)
+        width, height = ctx.width, ctx.height
+        if not width or not height:
+            raise VideoError(path, "video stream has no frame size (undecodable stream)")
+        return VideoInfo(
+            path=path,
+            frames=len(spts),
+            fps=fps,
+            width=int(width),
+            height=int(height),
+            codec=ctx.name,
+            profile=getattr(ctx, "profile", None),
+            pix_fmt=ctx.pix_fmt,
+            time_base=Fraction(tb),
+            pts=spts,
+            keyframes=keys.astype(np.int64),
+            vfr=vfr,
+        )
+
+
+def _reason(exc: Exception) -> str:
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return msg.strip().rstrip(".")
+
+
+class VideoReader:
+    """Decode frames of one video as ``H x W x 3`` uint8 RGB arrays (full range, as swscale gives).
+
+    ``read(start, stop)`` seeks to the keyframe at or before ``start`` and decodes forward; frames
+    decoded before ``start`` are counted in ``frames_decoded`` (the cost of random access).
+    """
+
+    def __init__(self, info: VideoInfo | str | os.PathLike, threads: int = 0):
+        self.info = info if isinstance(info, VideoInfo) else probe(info)
+        self.threads = threads
+        self.frames_decoded = 0
+        self._container = None
+        self._stream = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _open(self):
+        if self._container is None:
+            av = _av()
+            try:
+                self._container = av.open(str(self.info.path))
+            except av.error.FFmpegError as exc:
+                raise VideoError(self.info.path, f"cannot open ({_reason(exc)})") from None
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            if self.threads:
+                self._stream.codec_context.thread_count = self.threads
+        return self._container, self._stream
+
+    def close(self):
+        if self._container is not None:
+            self._container.close()
+            self._container = self._stream = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- decoding -------------------------------------------------------------------------------
+    def _frames_from(self, start: int) -> Iterator[tuple[int, object]]:
+        """(index, av.VideoFrame) pairs from ``start`` on, in presentation order."""
+        av = _av()
+        container, stream = self._open()
+        info = self.info
+        kf = info.keyframe_before(start)
+        if kf > 0:
+            container.seek(int(info.pts[kf]), stream=stream, backward=True, any_frame=False)
+        else:
+            container.seek(int(info.pts[0]), stream=stream, backward=True, any_frame=False)
+        min_pts = int(info.pts[kf])
+        try:
+            for frame in container.decode(stream):
+                self.frames_decoded += 1
+                p = frame.pts if frame.pts is not None else frame.dts
+                if p is None or p < min_pts:
+                    continue  # leading frames of an open GOP, before the keyframe we wanted
+                i = int(np.searchsorted(info.pts, p))
+                if i >= info.frames or info.pts[i] != p:
+                    i = min(int(np.searchsorted(info.pts, p, side="right")) - 1, info.frames - 1)
+                if i < start:
+                    continue
+                yield i, frame
+        except av.error.FFmpegError as exc:
+            raise VideoError(info.path, f"decoding failed ({_reason(exc)})") from None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` as T x H x W x 3 uint8. Fewer if the video ends early."""
+        out = []
+        expected = start
+        for i, frame in self._frames_from(start):
+            if i >= stop:
+                break
+            arr = frame.to_ndarray(format="rgb24")
+            while expected < i and out:  # a frame that failed to decode: repeat its predecessor
+                out.append(out[-1])
+                expected += 1
+            out.append(arr)
+            expected = i + 1
+        if not out:
+            return np.zeros((0, self.info.height, self.info.width, 3), np.uint8)
+        return np.stack(out)
+
+    def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Every decoded frame from ``start`` to ``stop`` (exclusive) in order: (index, H x W x 3 uint8)."""
+        stop = self.info.frames if stop is None else stop
+        for i, frame in self._frames_from(start):
+            if i >= stop:
+                break
+            yield i, frame.to_ndarray(format="rgb24")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: files, directories, globs
+# ---------------------------------------------------------------------------------------------
+
+
+def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files, directories (their videos, recursively) and glob patterns -> sorted unique files.
+
+    Names that match nothing are kept, so that the caller reports them as missing.
+    """
+    out: list[Path] = []
+    for item in items:
+        s = str(item)
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise SelfeeError(f"{p}: directory contains no videos ({', '.join(VIDEO_SUFFIXES[:5])}, ...)")
+            out.extend(found)
+        elif any(ch in s for ch in "*?[") and not p.exists():
+            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
+            if not found:
+                raise SelfeeError(f"{s}: pattern matches no files")
+            out.extend(found)
+        else:
+            out.append(p)
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def probe_many(paths: Iterable[Path], min_frames: int = 1) -> tuple[list[VideoInfo], list[VideoError]]:
+    """Probe every path; bad ones are returned as errors (and logged), the rest go on."""
+    good, bad = [], []
+    for p in paths:
+        try:
+            info = probe(p)
+            if info.frames < min_frames:
+                raise VideoError(p, f"has {info.frames} frames; at least {min_frames} are needed (2k+1 for live frames)")
+            if info.vfr:
+                log.warning(
+                    "%s: variable frame rate; frame_interval counts frames, times in the outputs come from the stream",
+                    p,
+                )
+            good.append(info)
+        except VideoError as exc:
+            log.error("%s", exc)
+            bad.append(exc)
+    return good, bad

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny configs, small generated videos, the optional real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SELFEE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real third-party videos and labels); tests using it skip when it is absent."""
+    if not (SHARED_DATA / "videos").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def real_video(shared: Path, name: str) -> Path:
+    p = shared / "videos" / name
+    if not p.is_file():
+        pytest.skip(f"{p} not present")
+    return p
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264", pix_fmt: str = "yuv420p",
+                **options) -> Path:
+    """Encode T x H x W x 3 uint8 frames with PyAV (small test videos, made in tmp_path)."""
+    import av
+
+    opts = {"g": "16", "bf": "0", "sc_threshold": "0"} if codec == "libx264" else {}
+    opts.update({k: str(v) for k, v in options.items()})
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        stream.options = opts
+        for f in frames:
+            for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in stream.encode():
+            out.mux(pkt)
+    return path
+
+
+def numbered_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """Frames whose content encodes their index (a bright bar at a position that moves), for order checks."""
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        frames[i, :, :, :] = (i * 7) % 200 + 20
+        x = (i * 3) % (w - 8)
+        frames[i, 4:-4, x : x + 8, :] = 250
+    return frames
+
+
+@pytest.fixture
+def tiny_video(tmp_path) -> Path:
+    """A 60-frame 64x48 H.264 video with lossless-ish content (crf 0)."""
+    return write_video(tmp_path / "tiny.mp4", numbered_frames(60), crf=0)

@@ -1,0 +1,115 @@
+"""PyAV reading: probing without decoding, frame-exact seeks, clear errors, input expansion."""
+
+import av
+import pytest
+
+from conftest import numbered_frames, real_video, write_video
+from selfee.errors import SelfeeError, VideoError
+from selfee.video import VideoReader, expand_inputs, probe, probe_many
+
+
+def decode_all(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_probe_counts_frames_and_keyframes(tmp_path):
+    p = write_video(tmp_path / "v.mp4", numbered_frames(70), fps=30, g=16)
+    info = probe(p)
+    assert info.frames == 70 == len(decode_all(p))
+    assert info.fps == pytest.approx(30)
+    assert (info.width, info.height, info.codec) == (64, 48, "h264")
+    assert info.keyframes.tolist() == [0, 16, 32, 48, 64]
+    assert info.times([0, 30]).tolist() == pytest.approx([0.0, 1.0])
+    assert info.index_at(1.0) == 30 and not info.vfr
+
+
+def test_read_matches_sequential_decode_and_seeks_to_keyframes(tmp_path):
+    p = write_video(tmp_path / "v.mp4", numbered_frames(70), g=16, bf=2)  # with B-frames
+    ref = decode_all(p)
+    r = VideoReader(p)
+    got = r.read(37, 45)
+    assert got.shape == (8, 48, 64, 3)
+    for i in range(8):
+        assert (got[i] == ref[37 + i]).all()
+    assert r.frames_decoded <= (37 - 32) + 8 + 4  # from the keyframe at 32 (+ B-frame reordering)
+    assert [i for i, _ in r.iter_frames(65)] == [65, 66, 67, 68, 69]
+    assert r.read(0, 3).shape[0] == 3
+
+
+@pytest.mark.parametrize("codec, suffix, pix", [("mpeg4", ".avi", "yuv420p"), ("libvpx-vp9", ".webm", "yuv420p"),
+                                                ("mjpeg", ".avi", "yuvj420p")])
+def test_other_codecs(tmp_path, codec, suffix, pix):
+    try:
+        p = write_video(tmp_path / f"v{suffix}", numbered_frames(20), codec=codec, pix_fmt=pix)
+    except Exception as exc:  # encoder missing from this FFmpeg build
+        pytest.skip(f"{codec} encoder unavailable: {exc}")
+    info = probe(p)
+    assert info.frames == 20
+    assert VideoReader(info).read(5, 9).shape[0] == 4
+
+
+def test_bad_inputs_have_one_line_reasons(tmp_path):
+    cases = {}
+    cases["missing"] = tmp_path / "missing.mp4"
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    cases["empty"] = tmp_path / "empty.mp4"
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    cases["text"] = tmp_path / "notes.mp4"
+    cases["dir"] = tmp_path
+    msgs = {}
+    for name, p in cases.items():
+        with pytest.raises(VideoError) as e:
+            probe(p)
+        msgs[name] = str(e.value)
+        assert "\n" not in msgs[name] and str(p) in msgs[name]
+    assert "not found" in msgs["missing"] and "empty" in msgs["empty"] and "directory" in msgs["dir"]
+
+
+def test_truncated_video_is_read_as_far_as_it_goes(tmp_path):
+    p = write_video(tmp_path / "v.mp4", numbered_frames(60), g=16)
+    data = p.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    try:
+        info = probe(cut)
+    except VideoError as exc:  # moov atom at the end: nothing readable; the message says so
+        assert "cut.mp4" in str(exc)
+        return
+    assert 0 < info.frames <= 60
+
+
+def test_probe_many_reports_bad_and_short_videos(tmp_path):
+    good = write_video(tmp_path / "good.mp4", numbered_frames(20))
+    short = write_video(tmp_path / "short.mp4", numbered_frames(3))
+    infos, bad = probe_many([good, short, tmp_path / "gone.mp4"], min_frames=5)
+    assert [i.path.name for i in infos] == ["good.mp4"]
+    assert len(bad) == 2 and "3 frames" in str(bad[0]) and "not found" in str(bad[1])
+
+
+def test_expand_inputs(tmp_path):
+    sub = tmp_path / "videos" / "day1"
+    sub.mkdir(parents=True)
+    a = write_video(sub / "a.mp4", numbered_frames(5))
+    b = write_video(tmp_path / "videos" / "b.avi", numbered_frames(5), codec="mpeg4")
+    (tmp_path / "videos" / "notes.txt").write_text("x")
+    assert expand_inputs([tmp_path / "videos"]) == sorted([a, b])
+    assert expand_inputs([str(tmp_path / "videos" / "**" / "*.mp4")]) == [a]
+    assert expand_inputs([a, a]) == [a]
+    with pytest.raises(SelfeeError, match="matches no files"):
+        expand_inputs([str(tmp_path / "*.mkv")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SelfeeError, match="contains no videos"):
+        expand_inputs([empty])
+
+
+@pytest.mark.realdata
+def test_real_videos_probe(shared_data):
+    info = probe(real_video(shared_data, "centered_pair_small.mp4"))
+    assert (info.frames, info.width, info.height) == (1100, 384, 384)
+    assert info.fps == pytest.approx(15)
+    info = probe(real_video(shared_data, "m3v1mp4.mp4"))  # H.264 4:4:4
+    assert info.frames == 2330 and info.pix_fmt == "yuv444p"
+    frames = VideoReader(info).read(1000, 1003)
+    assert frames.shape == (3, 480, 640, 3)
