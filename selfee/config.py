@@ -269,12 +269,14 @@ class EmbedConfig:
     window: int = 0  # > 1: also save the original's windowed average pooling over this many frames
     backend: str = "auto"  # auto (from the weights file) | torch | torchscript | onnx | tensorrt
     device: str = "auto"
+    pipeline: str = "auto"  # frame source: auto (DALI where installed) | dali | torch (PyAV reference)
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
         _one_of(self.dtype, "dtype", ("float32", "float16"))
         _check(self.window >= 0, "window", "must be >= 0", self.window)
         _one_of(self.backend, "backend", ("auto", "torch", "torchscript", "onnx", "tensorrt"))
+        _one_of(self.pipeline, "pipeline", ("auto", "dali", "torch"))
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "device",

@@ -36,56 +36,59 @@ def _ellipse(yy, xx, cx, cy, a, b, theta):
 
 
 def synthetic_behaviour(n_frames: int = 1500, size: int = 128, seed: int = 0):
-    """Frames (T x size x size x 3 uint8) and per-frame state labels (T ints into STATES)."""
+    """Frames (T x size x size x 3 uint8) and per-frame state labels (T ints into STATES).
+
+    What a state looks like does not depend on where the flies are: at rest both stand still;
+    in a chase both run (the male close behind); in wing extension the male stands beside the
+    female with one wing out, vibrating. Between states the male moves fast, so transitions
+    are short.
+    """
     rng = np.random.default_rng(seed)
     labels = np.empty(n_frames, np.int64)
-    t = 0
-    state = 0
+    t, state = 0, 0
     while t < n_frames:  # bouts of 30-80 frames, never the same state twice in a row
         length = int(rng.integers(30, 81))
         labels[t : t + length] = state
         t += length
         state = int(rng.choice([s for s in range(len(STATES)) if s != state]))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    floor = (rng.normal(40, 6, (size, size))).clip(0, 255).astype(np.float32)
-    arena = ((xx - size / 2) ** 2 + (yy - size / 2) ** 2) <= (0.47 * size) ** 2
-    fx, fy, fh = size * 0.5, size * 0.5, 0.0  # female position and heading
-    mx, my, mh = size * 0.25, size * 0.3, 0.0
-    frames = np.empty((n_frames, size, size, 3), np.uint8)
+    floor = rng.normal(40, 6, (size, size)).clip(0, 255).astype(np.float32)
+    centre = size / 2
+    arena = ((xx - centre) ** 2 + (yy - centre) ** 2) <= (0.47 * size) ** 2
     r_max = 0.36 * size
+    fx, fy, fh = centre, centre, float(rng.uniform(0, 2 * math.pi))  # female position, heading
+    mx, my, mh = size * 0.3, size * 0.3, 0.0  # male
+    frames = np.empty((n_frames, size, size, 3), np.uint8)
     for i in range(n_frames):
         s = STATES[labels[i]]
-        speed_f = 1.6 if s == "chase" else 0.4
-        fh += rng.normal(0, 0.15)
-        nx, ny = fx + speed_f * math.cos(fh), fy + speed_f * math.sin(fh)
-        if math.hypot(nx - size / 2, ny - size / 2) > r_max:  # turn back at the wall
-            fh += math.pi / 2 + rng.normal(0, 0.3)
-            nx, ny = fx, fy
-        fx, fy = nx, ny
-        if s == "rest":
-            tx, ty = size / 2 - (fx - size / 2), size / 2 - (fy - size / 2)  # opposite side of the arena
-            step = min(1.0, math.hypot(tx - mx, ty - my))
-            speed_m = step
+        if s == "chase":  # the female runs, turning at the wall
+            fh += rng.normal(0, 0.12)
+            nx, ny = fx + 3.0 * math.cos(fh), fy + 3.0 * math.sin(fh)
+            if math.hypot(nx - centre, ny - centre) > r_max:
+                fh += math.pi / 2 + rng.normal(0, 0.3)
+                nx, ny = fx, fy
+            fx, fy = nx, ny
+            tx, ty = fx - 0.17 * size * math.cos(fh), fy - 0.17 * size * math.sin(fh)
+        elif s == "wing":  # beside her, facing her
+            side = fh + math.pi / 2
+            tx, ty = fx + 0.13 * size * math.cos(side), fy + 0.13 * size * math.sin(side)
         else:
-            back = 0.16 * size if s == "chase" else 0.12 * size
-            tx, ty = fx - back * math.cos(fh), fy - back * math.sin(fh)
-            speed_m = 2.2 if s == "chase" else 0.8
+            tx, ty = mx, my
         d = math.hypot(tx - mx, ty - my)
-        if d > 1e-3:
-            mh_target = math.atan2(ty - my, tx - mx) if s != "wing" else math.atan2(fy - my, fx - mx)
-            mh = mh + 0.5 * math.atan2(math.sin(mh_target - mh), math.cos(mh_target - mh))
-            step = min(speed_m, d)
+        if d > 0.5:
+            mh = math.atan2(ty - my, tx - mx)
+            step = min(4.0, d)
             mx, my = mx + step * (tx - mx) / d, my + step * (ty - my) / d
+        elif s == "wing":
+            mh = math.atan2(fy - my, fx - mx)
         img = floor.copy()
         img[~arena] = 10
-        f_body = _ellipse(yy, xx, fx, fy, 0.075 * size, 0.035 * size, fh)
-        m_body = _ellipse(yy, xx, mx, my, 0.065 * size, 0.03 * size, mh)
-        img[f_body] = 200
-        img[m_body] = 230
-        if s == "wing":  # one wing out, perpendicular, vibrating
-            wa = mh + math.pi / 2 + 0.25 * math.sin(i * 2.1)
-            wx, wy = mx + 0.05 * size * math.cos(wa), my + 0.05 * size * math.sin(wa)
-            img[_ellipse(yy, xx, wx, wy, 0.05 * size, 0.012 * size, wa)] = 170
+        img[_ellipse(yy, xx, fx, fy, 0.075 * size, 0.035 * size, fh)] = 200
+        img[_ellipse(yy, xx, mx, my, 0.065 * size, 0.03 * size, mh)] = 230
+        if s == "wing" and d <= 0.5:  # one wing out, perpendicular, vibrating
+            wa = mh + math.pi / 2 + 0.3 * math.sin(i * 2.1)
+            wx, wy = mx + 0.06 * size * math.cos(wa), my + 0.06 * size * math.sin(wa)
+            img[_ellipse(yy, xx, wx, wy, 0.06 * size, 0.014 * size, wa)] = 170
         img += rng.normal(0, 3, img.shape)
         frames[i] = np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
     return frames, labels
@@ -155,7 +158,7 @@ def demo_config(out: Path, steps: int, device: str):
         overrides=[
             f"optim.steps={steps}",
             "optim.batch_size=32",
-            "optim.base_lr=0.1",
+            "optim.base_lr=0.3",
             "data.frame_interval=2",
             "data.inner_shuffle=false",
             "data.holdout_fraction=0",

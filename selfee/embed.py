@@ -119,6 +119,28 @@ def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: in
         reader.close()
 
 
+def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu") -> Iterator[EmbedBatch]:
+    """The ordered frame source chosen by ``embed.pipeline``: DALI where installed, else PyAV.
+
+    Both yield the same :class:`EmbedBatch` stream (uint8 frames on the CPU, or on ``device``
+    when the DALI GPU pipeline produced them there).
+    """
+    from selfee._deps import available, require
+
+    kind = cfg.embed.pipeline
+    if kind == "dali" or (kind == "auto" and available("nvidia.dali")):
+        require("nvidia.dali", "the DALI embedding pipeline (embed.pipeline=dali)")
+        try:
+            from selfee.pipelines.embed import dali_embed_batches
+        except ImportError as exc:
+            if kind == "dali":
+                raise SelfeeError(f"the DALI embedding pipeline is unavailable: {exc}") from None
+            log.debug("DALI embedding pipeline unavailable (%s); using PyAV", exc)
+        else:
+            return dali_embed_batches(src, cfg, batch_size, device)
+    return iter_embed_batches(src, cfg, batch_size)
+
+
 def background(iterable: Iterable, depth: int = 3) -> Iterator:
     """Run ``iterable`` in a thread, ``depth`` items ahead (decode overlaps inference)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -295,7 +317,8 @@ def embed_video(src, cfg: SelfeeConfig, embedder, out_dir: Path, batch_size: int
     table.writerow(["frame", "time_s"])
     n = 0
     try:
-        for batch in background(iter_embed_batches(src, cfg, batch_size)):
+        device = getattr(embedder, "device", "cpu")
+        for batch in background(embed_batches(src, cfg, batch_size, device)):
             emb = embedder(batch.frames)
             if writer is None:
                 writer = NpyStreamWriter(out_dir / f"{stem}.npy", emb.shape[1], dtype)
