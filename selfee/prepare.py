@@ -78,6 +78,37 @@ def _fraction(rate: float):
     return Fraction(rate).limit_denominator(1001)
 
 
+def open_inputs(videos, cfg, corners=None, kind: str | None = None, writes: str | None = None):
+    """Expand ``videos``, add arenas from ``corners``, probe: ``(cfg, infos, failures)``.
+
+    ``writes`` (e.g. ``"{stem}_track.csv"``) names the per-video output, so that two inputs with the
+    same stem are refused before any work. Bad videos come back as ``{"video", "error"}`` failures.
+    """
+    from selfee.arena import apply_corners
+    from selfee.video import expand_inputs, probe_many
+
+    paths = expand_inputs(videos)
+    if not paths:
+        raise SelfeeError("no videos given")
+    if writes is not None:
+        seen: dict[str, Path] = {}
+        for p in paths:
+            if p.stem in seen:
+                name = writes.format(stem=p.stem)
+                raise SelfeeError(f"{p} and {seen[p.stem]} would both write '{name}'; use different output folders")
+            seen[p.stem] = p
+    cfg = apply_corners(cfg, paths, corners, kind)
+    infos, bad = probe_many(paths)
+    return cfg, infos, [{"video": e.path, "error": e.problem} for e in bad]
+
+
+def failure(video, exc: Exception) -> dict:
+    """Log one video's error in one line and return its ``{"video", "error"}`` record."""
+    problem = str(exc).removeprefix(f"{video}: ")
+    log.error("%s: %s", video, problem)
+    return {"video": str(video), "error": problem}
+
+
 def prepare_videos(
     videos: Iterable[str | os.PathLike],
     out_dir: str | os.PathLike | None,
@@ -90,35 +121,26 @@ def prepare_videos(
 
     Bad videos are reported and skipped. Returns ``{"videos": [...], "failed": [...]}``.
     """
-    from selfee.arena import apply_corners
     from selfee.cli_utils import progress as make_progress
     from selfee.config import SelfeeConfig
     from selfee.preprocess import Preprocessor
-    from selfee.video import expand_inputs, probe_many
 
-    cfg = cfg or SelfeeConfig()
-    paths = expand_inputs(videos)
-    if not paths:
-        raise SelfeeError("no videos given")
     if write_video:
         if out_dir is None:
             raise SelfeeError("--write-video needs --out DIR")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        stems: dict[str, Path] = {}
-        for p in paths:
-            if p.stem in stems:
-                raise SelfeeError(f"{p} and {stems[p.stem]} would both write '{p.stem}.mp4'")
-            stems[p.stem] = p
-    cfg = apply_corners(cfg, paths, corners, kind)
-    infos, bad = probe_many(paths)
-    failures = [{"video": e.path, "error": e.problem} for e in bad]
+    cfg, infos, failures = open_inputs(videos, cfg or SelfeeConfig(), corners, kind,
+                                       "{stem}.mp4" if write_video else None)
     results = []
     with make_progress() as bar:
         for info in infos:
             try:
                 pcfg = cfg.data.preprocess_for(info.path)
-                pre = Preprocessor(pcfg, info)
+                try:
+                    pre = Preprocessor(pcfg, info)
+                except ValueError as exc:  # e.g. an ROI outside the frame
+                    raise VideoError(info.path, str(exc)) from None
                 res = {"video": str(info.path), "start": pre.start, "stop": pre.stop, "frames": pre.frames,
                        "in_hw": [info.height, info.width], "out_hw": list(pre.out_hw), "arena": pcfg.arena}
                 if write_video:
@@ -129,8 +151,5 @@ def prepare_videos(
                     bar.remove_task(task)
                 results.append(res)
             except SelfeeError as exc:
-                msg = str(exc)
-                problem = msg.removeprefix(f"{info.path}: ")
-                log.error("%s: %s", info.path, problem)
-                failures.append({"video": str(info.path), "error": problem})
+                failures.append(failure(info.path, exc))
     return {"videos": results, "failed": failures}

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from selfee import track_metrics as tm
-from selfee.arena import Arena, apply_corners, unit_per_px
+from selfee.arena import Arena, unit_per_px
 from selfee.errors import ConfigError, SelfeeError, VideoError
 from selfee.video import VideoInfo, VideoReader
 
@@ -218,7 +218,6 @@ class BlobDetector:
         self.matrix = None if arena is None else arena.matrix
         self.ellipse = ellipse
         self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (open_px, open_px)) if open_px > 1 else None
-        self.pad = max(open_px, 1)
 
     def binary(self, y: np.ndarray) -> np.ndarray:
         """H x W uint8, 255 where the frame differs from the background by more than the threshold."""
@@ -238,15 +237,13 @@ class BlobDetector:
         """(x, y, area[, major, minor, angle_deg]) of the largest blob, or None."""
         cv2 = self.cv2
         b = self.binary(y)
-        # work in the box around the foreground only: far cheaper than the whole frame
-        x, yy, w, h = cv2.boundingRect(b)
+        if self.kernel is not None:  # on the whole frame: it also clears scattered noise from the box below
+            b = cv2.morphologyEx(b, cv2.MORPH_OPEN, self.kernel)
+        # label only the box around the foreground: far cheaper than the whole frame
+        x0, y0, w, h = cv2.boundingRect(b)
         if w == 0:
             return None
-        x0, y0 = max(x - self.pad, 0), max(yy - self.pad, 0)
-        x1, y1 = min(x + w + self.pad, b.shape[1]), min(yy + h + self.pad, b.shape[0])
-        crop = b[y0:y1, x0:x1]
-        if self.kernel is not None:
-            crop = cv2.morphologyEx(crop, cv2.MORPH_OPEN, self.kernel)
+        crop = b[y0 : y0 + h, x0 : x0 + w]
         n, labels, stats, centroids = cv2.connectedComponentsWithStats(crop, connectivity=8, ltype=cv2.CV_32S)
         if n < 2:
             return None
@@ -329,7 +326,10 @@ def track_video(info: VideoInfo, pcfg, opts: TrackOptions = TrackOptions(),
         if not mask.any():
             raise ConfigError(f"{info.path}: the arena corners lie outside the {info.width}x{info.height} frame")
     elif pcfg.roi is not None:
-        x0, y0, x1, y1 = roi_box(pcfg, info.height, info.width)
+        try:
+            x0, y0, x1, y1 = roi_box(pcfg, info.height, info.width)
+        except ValueError as exc:
+            raise ConfigError(f"{info.path}: {exc}") from None
         mask = np.zeros((info.height, info.width), bool)
         mask[y0:y1, x0:x1] = True
 
@@ -519,28 +519,17 @@ def track_videos(
     from selfee.cli_utils import progress as make_progress
     from selfee.config import SelfeeConfig
     from selfee.embed import atomic_write_text
-    from selfee.video import expand_inputs, probe_many
+    from selfee.prepare import failure, open_inputs
 
-    cfg = cfg or SelfeeConfig()
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SelfeeError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
-    paths = expand_inputs(videos)
-    if not paths:
-        raise SelfeeError("no videos given")
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise SelfeeError(f"{p} and {stems[p.stem]} would both write '{p.stem}_track.csv'; track them into different folders")
-        stems[p.stem] = p
-    cfg = apply_corners(cfg, paths, corners, kind)
-    infos, bad = probe_many(paths)
-    failures = [{"video": e.path, "error": e.problem} for e in bad]
+    cfg, infos, failures = open_inputs(videos, cfg or SelfeeConfig(), corners, kind, "{stem}_track.csv")
     results, rows = [], []
     with make_progress() as bar:
-        run_task = bar.add_task("videos", total=len(paths), completed=len(bad), rate="")
+        run_task = bar.add_task("videos", total=len(infos) + len(failures), completed=len(failures), rate="")
         for info in infos:
             task = bar.add_task(info.path.name, total=None, rate="")
             try:
@@ -560,9 +549,7 @@ def track_videos(
                 log.info("%s: %d/%d frames found, %.0f frames/s", info.path.name, row["frames_found"],
                          row["frames"], fps)
             except SelfeeError as exc:
-                problem = str(exc).removeprefix(f"{info.path}: ")
-                log.error("%s: %s", info.path, problem)
-                failures.append({"video": str(info.path), "error": problem})
+                failures.append(failure(info.path, exc))
             bar.remove_task(task)
             bar.advance(run_task)
     if rows:

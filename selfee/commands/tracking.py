@@ -18,6 +18,10 @@ CORNERS_HELP = (
     "the upper left; plus maze: the two open-arm ends, then the two closed-arm ends."
 )
 ARENA_HELP = "Arena kind for corners that do not name one: open_field or plus_maze."
+CornersOpt = typer.Option(None, "--corners", help=CORNERS_HELP)
+KindOpt = typer.Option(None, "--arena", help=ARENA_HELP)
+StartOpt = typer.Option(None, "--start", help="Skip this many seconds of each video (data.preprocess.start_s).")
+DurationOpt = typer.Option(None, "--duration", help="Use this many seconds (data.preprocess.duration_s).")
 
 
 def _window_sets(start: float | None, duration: float | None) -> dict:
@@ -70,10 +74,10 @@ def register(app: typer.Typer) -> None:
         config: Path = ConfigOpt,
         preset: str = PresetOpt,
         sets: list[str] = SetOpt,
-        corners: str = typer.Option(None, "--corners", help=CORNERS_HELP),
-        kind: str = typer.Option(None, "--arena", help=ARENA_HELP),
-        start: float = typer.Option(None, "--start", help="Skip this many seconds (data.preprocess.start_s)."),
-        duration: float = typer.Option(None, "--duration", help="Use this many seconds (data.preprocess.duration_s)."),
+        corners: str = CornersOpt,
+        kind: str = KindOpt,
+        start: float = StartOpt,
+        duration: float = DurationOpt,
     ):
         """Show what training and embedding will see: each video's frame window and preprocessed size.
 
@@ -105,10 +109,10 @@ def register(app: typer.Typer) -> None:
         config: Path = ConfigOpt,
         preset: str = PresetOpt,
         sets: list[str] = SetOpt,
-        corners: str = typer.Option(None, "--corners", help=CORNERS_HELP),
-        kind: str = typer.Option(None, "--arena", help=ARENA_HELP),
-        start: float = typer.Option(None, "--start", help="Skip this many seconds (data.preprocess.start_s)."),
-        duration: float = typer.Option(None, "--duration", help="Track this many seconds (data.preprocess.duration_s)."),
+        corners: str = CornersOpt,
+        kind: str = KindOpt,
+        start: float = StartOpt,
+        duration: float = DurationOpt,
         threshold: float = typer.Option(25.0, help="Difference from the background that marks the animal, grey levels."),
         polarity: str = typer.Option("auto", help="auto, dark (animal darker than the floor), light, or any."),
         min_area: int = typer.Option(20, "--min-area", help="Smallest blob taken as the animal, pixels."),
