@@ -43,11 +43,14 @@ class EmbedBatch(NamedTuple):
     time_s: torch.Tensor  # B float64: seconds since the first frame
 
 
-def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: int = 64) -> Iterator[EmbedBatch]:
+def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: int = 64,
+                       blocks: Iterable[torch.Tensor] | None = None) -> Iterator[EmbedBatch]:
     """Every frame of ``src``'s window in order, as live frames, ``batch_size`` at a time.
 
     A rolling buffer keeps only the frames still needed (the past k of the next centre), so
     memory is independent of the video's length. The frame count is what the decoder yields.
+    ``blocks`` (T x H x W x 3 uint8 tensors of consecutive window frames, on any device) replaces
+    the PyAV decoder: the DALI pipelines feed their decoded frames through here.
     """
     from selfee.data import frames_to_samples
     from selfee.video import VideoReader
@@ -96,27 +99,30 @@ def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: in
 
     reader = VideoReader(info)
     try:
-        block: list[np.ndarray] = []
         decoded = 0
-        for _, rgb in reader.iter_frames(pre.start, pre.stop):
-            block.append(rgb)
-            if len(block) == decode_block:
-                new = frames_to_samples(torch.from_numpy(np.stack(block)), pre, d.live_frames, size)
-                decoded += len(block)
-                block = []
-                buf = new if buf is None else torch.cat([buf, new])
-                emit(decoded - k, None)
-                yield from flush(final=False)
-        if block:
-            new = frames_to_samples(torch.from_numpy(np.stack(block)), pre, d.live_frames, size)
-            decoded += len(block)
+        for rgb in blocks if blocks is not None else _pyav_blocks(reader, pre, decode_block):
+            new = frames_to_samples(rgb, pre, d.live_frames, size)
+            decoded += len(rgb)
             buf = new if buf is None else torch.cat([buf, new])
+            emit(decoded - k, None)
+            yield from flush(final=False)
         if decoded == 0:
             raise VideoError(info.path, "no frame could be decoded")
         emit(decoded, decoded)
         yield from flush(final=True)
     finally:
         reader.close()
+
+
+def _pyav_blocks(reader, pre, decode_block: int) -> Iterator[torch.Tensor]:
+    block: list[np.ndarray] = []
+    for _, rgb in reader.iter_frames(pre.start, pre.stop):
+        block.append(rgb)
+        if len(block) == decode_block:
+            yield torch.from_numpy(np.stack(block))
+            block = []
+    if block:
+        yield torch.from_numpy(np.stack(block))
 
 
 def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu") -> Iterator[EmbedBatch]:
@@ -206,7 +212,7 @@ class TorchEmbedder:
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> np.ndarray:
-        pin = self.device.type == "cuda"
+        pin = self.device.type == "cuda" and not frames.is_cuda  # DALI's GPU lane yields frames on the GPU
         x = (frames.pin_memory() if pin else frames).to(self.device, non_blocking=True)
         x = x.float().div_(255).contiguous(memory_format=torch.channels_last)
         if self.amp is not None:
