@@ -131,9 +131,7 @@ def _keyframes(info: VideoInfo, start: int, stop: int) -> tuple[list[int], list[
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             stream.codec_context.skip_frame = "NONKEY"
-            kf = info.keyframe_before(start)
-            if kf > 0:
-                container.seek(int(info.pts[kf]), stream=stream, backward=True, any_frame=False)
+            # no seek: skipped packets cost only their demuxing, and some streams decode badly after one
             for frame in container.decode(stream):
                 p = frame.pts if frame.pts is not None else frame.dts
                 if p is None:
@@ -520,6 +518,7 @@ def track_videos(
     from selfee.config import SelfeeConfig
     from selfee.embed import atomic_write_text
     from selfee.prepare import failure, open_inputs
+    from selfee.preprocess import frame_window
 
     out_dir = Path(out_dir)
     try:
@@ -533,8 +532,10 @@ def track_videos(
         for info in infos:
             task = bar.add_task(info.path.name, total=None, rate="")
             try:
-                track = track_video(info, cfg.data.preprocess_for(info.path), opts,
-                                    on_frames=lambda k, task=task: bar.advance(task, k))
+                pcfg = cfg.data.preprocess_for(info.path)
+                start, stop = frame_window(pcfg, info)
+                bar.update(task, total=stop - start)
+                track = track_video(info, pcfg, opts, on_frames=lambda k, task=task: bar.advance(task, k))
                 stem = info.path.stem
                 atomic_write_text(out_dir / f"{stem}_track.csv", track_csv(track))
                 if opts.plot:

@@ -93,5 +93,17 @@ def test_prepare_writes_the_preprocessed_video(tmp_path, video):
     with av.open(str(tmp_path / "prep" / "mouse.mp4")) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 25 and frames[0].shape == (64, 64, 3)
+    # the written frames are the Preprocessor's output (up to the H.264 encoding)
+    import torch
+
+    from selfee.config import PreprocessConfig
+    from selfee.preprocess import Preprocessor
+    from selfee.video import VideoReader, probe
+
+    info = probe(video)
+    pcfg = PreprocessConfig(arena="open_field", arena_corners=tuple(tuple(map(float, c.split(","))) for c in QUAD.split()),
+                            arena_size=64)
+    want = Preprocessor(pcfg, info)(torch.from_numpy(VideoReader(info).read(0, 1)).permute(0, 3, 1, 2))
+    assert np.abs(want[0].permute(1, 2, 0).numpy().astype(int) - frames[0]).mean() < 3
     r = run("prepare", video, "--set", "data.preprocess.resize=[40,60]")
     assert r.exit_code == 0 and "176" not in r.output.split(":")[-1] and "60x40" in r.output
