@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from functools import cache
 from types import ModuleType
 
-from selfee.errors import MissingDependency
+from selfee.errors import MissingDependency, SelfeeError
+
+log = logging.getLogger("selfee")
 
 # import name -> (pip requirement, project extra that provides it)
 _HINTS = {
@@ -51,3 +54,21 @@ def require(name: str, feature: str) -> ModuleType:
         raise MissingDependency(
             f"{feature} needs the Python package '{name.split('.')[0]}', which is not installed: {install_hint(name)}"
         ) from exc
+
+
+def dali_component(kind: str, module: str, attr: str, feature: str):
+    """The DALI implementation of ``feature`` when ``kind`` asks for it ("dali") or allows it ("auto").
+
+    Returns None when the PyTorch reference should be used instead: ``kind`` is "torch", or it is
+    "auto" and DALI (or its implementation) is not available here.
+    """
+    if kind not in ("dali", "auto") or (kind == "auto" and not available("nvidia.dali")):
+        return None
+    require("nvidia.dali", feature)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        if kind == "dali":
+            raise SelfeeError(f"{feature} is unavailable: {exc}") from None
+        log.info("%s unavailable (%s); using the PyTorch reference", feature, exc)
+        return None

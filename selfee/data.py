@@ -445,19 +445,11 @@ def build_pipeline(cfg: SelfeeConfig, sources, device, split="train", start_step
     ``auto`` takes DALI where it is installed (GPU decode and augmentation; its CPU lane
     otherwise) and the reference torch pipeline elsewhere.
     """
-    from selfee._deps import available, require
+    from selfee._deps import dali_component
 
-    kind = cfg.train.pipeline
-    if kind == "synthetic":
+    if cfg.train.pipeline == "synthetic":
         return SyntheticPipeline(cfg, device)
-    if kind == "dali" or (kind == "auto" and available("nvidia.dali")):
-        require("nvidia.dali", "the DALI pipeline (train.pipeline=dali)")
-        try:
-            from selfee.pipelines.train import DaliTrainPipeline
-        except ImportError as exc:
-            if kind == "dali":
-                raise SelfeeError(f"the DALI training pipeline is unavailable: {exc}") from None
-            log.info("DALI pipeline unavailable (%s); using the torch pipeline", exc)
-        else:
-            return DaliTrainPipeline(sources, cfg, device, split, start_step, rank, world)
+    dali = dali_component(cfg.train.pipeline, "selfee.pipelines.train", "DaliTrainPipeline", "the DALI training pipeline")
+    if dali is not None:
+        return dali(sources, cfg, device, split, start_step, rank, world)
     return TorchPipeline(sources, cfg, device, split, start_step, rank, world)

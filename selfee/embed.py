@@ -131,19 +131,12 @@ def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu") -> Iter
     Both yield the same :class:`EmbedBatch` stream (uint8 frames on the CPU, or on ``device``
     when the DALI GPU pipeline produced them there).
     """
-    from selfee._deps import available, require
+    from selfee._deps import dali_component
 
-    kind = cfg.embed.pipeline
-    if kind == "dali" or (kind == "auto" and available("nvidia.dali")):
-        require("nvidia.dali", "the DALI embedding pipeline (embed.pipeline=dali)")
-        try:
-            from selfee.pipelines.embed import dali_embed_batches
-        except ImportError as exc:
-            if kind == "dali":
-                raise SelfeeError(f"the DALI embedding pipeline is unavailable: {exc}") from None
-            log.debug("DALI embedding pipeline unavailable (%s); using PyAV", exc)
-        else:
-            return dali_embed_batches(src, cfg, batch_size, device)
+    dali = dali_component(cfg.embed.pipeline, "selfee.pipelines.embed", "dali_embed_batches",
+                          "the DALI embedding pipeline")
+    if dali is not None:
+        return dali(src, cfg, batch_size, device)
     return iter_embed_batches(src, cfg, batch_size)
 
 
