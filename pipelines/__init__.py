@@ -1,0 +1,1 @@
+"""NVIDIA DALI pipelines (GPU decode and augmentation, with a CPU lane): the only place that imports DALI."""

@@ -1,0 +1,40 @@
+"""The DALI embedding source: every frame of a video in order, decoded by NVDEC (or DALI's CPU decoder).
+
+DALI streams the encoded file in sequences of consecutive frames (``fn.experimental.inputs.video``),
+so memory stays flat however long the video; the sequences go through the reference's rolling
+live-frame buffer (``selfee.embed.iter_embed_batches``), so frame indices, timestamps, edges and
+counts are the reference's. Decode overlaps inference through ``selfee.embed.background``, which
+``embed_video`` wraps around this source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import torch
+
+from selfee.config import SelfeeConfig
+from selfee.embed import EmbedBatch, iter_embed_batches
+from selfee.errors import SelfeeError
+from selfee.pipelines.backend import backend_error
+from selfee.pipelines.decode import stream_blocks
+
+log = logging.getLogger("selfee")
+
+
+def dali_embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu", sequence: int = 32,
+                       cpu_decoder: str = "auto") -> Iterator[EmbedBatch]:
+    """:class:`selfee.embed.EmbedBatch` es of ``src``'s window: frames on ``device`` for NVDEC, else CPU.
+
+    Where DALI cannot run on ``device`` (``embed.pipeline=auto``), the PyAV reference is used, with a log line.
+    """
+    dev = torch.device(device) if str(device) != "auto" else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    err = backend_error(dev.type, dev.index if dev.type == "cuda" else None)
+    if err is not None:
+        if cfg.embed.pipeline != "auto":
+            raise SelfeeError(f"embed.pipeline=dali: DALI cannot run on {dev} ({err})")
+        log.warning("DALI cannot run on %s (%s); embedding frames come from PyAV", dev, err)
+        return iter_embed_batches(src, cfg, batch_size)
+    blocks = stream_blocks(src, dev, sequence=sequence, cpu_decoder=cpu_decoder)
+    return iter_embed_batches(src, cfg, batch_size, blocks=blocks)
