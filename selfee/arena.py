@@ -151,15 +151,18 @@ class Arena:
         """Warped-frame points (N x 2) -> decoded-frame points."""
         return apply_homography(self.inverse, xy)
 
-    def source_mask(self, height: int, width: int) -> np.ndarray:
-        """height x width bool: decoded pixels that the warped frame shows (and does not mask)."""
+    def source_mask(self, height: int, width: int, inside: bool = False) -> np.ndarray:
+        """height x width bool: decoded pixels that the warped frame shows (and does not mask).
+
+        ``inside``: only those within the arena itself, not its margin.
+        """
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
         m = self.matrix
         z = m[2, 0] * xs + m[2, 1] * ys + m[2, 2]
         u = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / z
         v = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) / z
-        lo, hi = -0.5, self.size - 0.5
-        ok = (z > 0) & (u >= lo) & (u < hi) & (v >= lo) & (v < hi)
+        lo, hi = (self.centre - self.half_side, self.centre + self.half_side) if inside else (-0.5, self.size - 0.5)
+        ok = (z > 0) & (u >= lo) & (u <= hi) & (v >= lo) & (v <= hi)
         if self.kind == "plus_maze":
             band = PLUS_BAND * self.size / 2
             ok &= (np.abs(u - self.centre) <= band) | (np.abs(v - self.centre) <= band)

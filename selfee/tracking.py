@@ -63,6 +63,7 @@ class TrackOptions:
     background: str = "median"  # median | mean of the sampled frames
     background_frames: int = 50  # frames sampled over the window for the background
     ellipse: bool = False  # also fit the blob's ellipse (major, minor axis, angle)
+    inside_only: bool = False  # with an arena: search inside its corners only, not the margin (wall reflections)
     speed_window: int = 5  # frames in the position filter before speed (the original: 5)
     speed_filter: str = "mean"  # mean | median | none (the original's aver | median | none)
     centre_fraction: float = 0.5  # open field: centre zone half-side / arena half-side (the original: 0.5)
@@ -320,7 +321,7 @@ def track_video(info: VideoInfo, pcfg, opts: TrackOptions = TrackOptions(),
         raise ConfigError("config fields 'roi' and 'arena' cannot both be set: the arena corners already crop")
     mask = None
     if arena is not None:
-        mask = arena.source_mask(info.height, info.width)
+        mask = arena.source_mask(info.height, info.width, inside=opts.inside_only)
         if not mask.any():
             raise ConfigError(f"{info.path}: the arena corners lie outside the {info.width}x{info.height} frame")
     elif pcfg.roi is not None:

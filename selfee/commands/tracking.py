@@ -120,6 +120,9 @@ def register(app: typer.Typer) -> None:
         background: str = typer.Option("median", help="Background from the sampled frames: median or mean."),
         background_frames: int = typer.Option(50, "--background-frames", help="Frames sampled for the background."),
         ellipse: bool = typer.Option(False, "--ellipse", help="Also write the blob's ellipse (major, minor, angle)."),
+        inside_only: bool = typer.Option(
+            False, "--inside-only", help="With an arena: look for the animal inside the corners only, not in the margin."
+        ),
         speed_window: int = typer.Option(5, "--speed-window", help="Frames in the position filter used for speed."),
         speed_filter: str = typer.Option("mean", "--speed-filter", help="Position filter: mean, median or none."),
         centre_fraction: float = typer.Option(0.5, "--centre", help="Open field: centre zone size, fraction of the arena."),
@@ -139,7 +142,7 @@ def register(app: typer.Typer) -> None:
 
         opts = TrackOptions(
             threshold=threshold, polarity=polarity, min_area=min_area, open_px=open_px, background=background,
-            background_frames=background_frames, ellipse=ellipse, speed_window=speed_window,
+            background_frames=background_frames, ellipse=ellipse, inside_only=inside_only, speed_window=speed_window,
             speed_filter=speed_filter, centre_fraction=centre_fraction, arm_width=arm_width,
             arena_length=arena_length, unit=unit, plot=plot,
         )

@@ -133,6 +133,11 @@ def test_source_mask_is_the_quadrilateral_grown_by_the_margin():
     assert m[120, 160] and not m[5, 5] and not m[235, 315]
     # with no margin the shown region is the quadrilateral: its corners' neighbours inside/outside
     assert m[45, 70] and not m[35, 55]
+    wide = Arena("open_field", QUAD, size=200, margin=0.4)
+    assert wide.source_mask(240, 320)[35, 55]  # the margin shows a band around the quadrilateral
+    inside = wide.source_mask(240, 320, inside=True)
+    # ... which ``inside`` leaves out, whatever the margin (up to pixels exactly on the edge)
+    assert not inside[35, 55] and inside[45, 70] and (inside != m).sum() < 0.002 * m.sum()
 
 
 def test_bad_corners_are_rejected_with_a_clear_message(caplog):
