@@ -124,12 +124,17 @@ def embed(
     device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     backend: str = typer.Option(None, help="torch, torchscript, onnx or tensorrt (default: from the weights file)."),
     dtype: str = typer.Option(None, help="float32 or float16 for the saved embeddings."),
+    window: int = typer.Option(None, help="Also save the original's windowed average pooling over N frames "
+                               "(OUT/<stem>.window<N>.npy)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos already embedded (default: skip them)."),
 ):
     """Embed every frame of videos with trained weights.
 
     For each video writes OUT/<stem>.npy (frames x dim), OUT/<stem>.csv (frame,time_s) and a
     manifest.json for the run. The data settings (live frames, frame interval, input size,
     preprocessing) come from the weights' config unless --config/--preset/--set change them.
+    A rerun skips the videos already complete and redoes partial ones. Under torchrun the
+    videos are shared among the GPUs.
     """
     from selfee.config import SelfeeConfig
     from selfee.embed import embed_videos
@@ -137,14 +142,18 @@ def embed(
     overrides = list(sets)
     if dtype:
         overrides.append(f"embed.dtype={dtype}")
+    if window is not None:
+        overrides.append(f"embed.window={window}")
     cfg = None
     if config is not None or preset is not None:
         cfg = SelfeeConfig.load(config, preset=preset, overrides=overrides)
         overrides = []
     manifest = embed_videos(videos, weights, out, cfg=cfg, overrides=overrides, batch_size=batch_size,
-                            device=device, backend=backend)
+                            device=device, backend=backend, overwrite=overwrite)
     n_ok, n_bad = len(manifest["videos"]), len(manifest["failed"])
-    typer.echo(f"embedded {n_ok} video(s) into {out}" + (f"; {n_bad} failed" if n_bad else ""))
+    n_skip = sum(1 for v in manifest["videos"] if v.get("skipped"))
+    typer.echo(f"embedded {n_ok} video(s) into {out}" + (f" ({n_skip} already done)" if n_skip else "")
+               + (f"; {n_bad} failed" if n_bad else ""))
     if n_bad:
         raise typer.Exit(EXIT_PARTIAL)
 

@@ -1,17 +1,23 @@
-"""Embedding every frame of videos: ordered live-frame batches, an Embedder, streaming outputs.
+"""Embedding every frame of videos: ordered live-frame batches, an Embedder, streaming atomic outputs.
 
 Per video the output folder gets ``<stem>.npy`` (frames x dim), ``<stem>.csv`` (``frame,time_s``:
-0-based frame index in the video and seconds since its first frame) and the run's
-``manifest.json``. Rows are written as they are computed (memory does not grow with the video)
-into temporary files that are renamed into place only when the video is complete, so an
-interrupted run never leaves a truncated ``.npy`` that looks complete; a rerun skips finished
-videos and redoes the rest.
+0-based frame index in the video and seconds since its first frame), optionally
+``<stem>.window<N>.npy`` (the original Selfee's windowed average pooling) and ``<stem>.embed.json``
+(the record that marks the video complete); the run gets ``manifest.json``. Rows are written as
+they are computed (memory does not grow with the video) into ``.partial`` files renamed into place
+only when the video is complete, the record last, so an interrupted run never leaves a truncated
+``.npy`` that looks complete. A rerun skips the videos whose record matches (same weights, data
+settings, dtype, window and video file) and redoes the rest. Under ``torchrun`` the videos are
+sharded across ranks and rank 0 writes the manifest.
+
+Decode, host-to-device copies and inference overlap: the frame source runs in a prefetch thread
+(into pinned memory for a GPU), an Embedder may return a pending result (``submit``) so the next
+batch is queued before the previous one is read back, and GPU Embedders copy inputs on their own
+CUDA stream.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -19,6 +25,7 @@ import queue
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -182,7 +189,13 @@ def background(iterable: Iterable, depth: int = 3) -> Iterator:
 
 
 class Embedder(Protocol):
-    """Maps a uint8 batch of live frames (B x 3 x H x W, CPU) to float32 embeddings (B x dim)."""
+    """Maps a uint8 batch of live frames (B x 3 x H x W, on the CPU or the Embedder's GPU) to
+    float32 embeddings (B x dim).
+
+    Optional: ``device`` (where it wants its inputs; the prefetch pins host memory for a GPU) and
+    ``submit(frames)`` returning an object whose ``result()`` gives the array, so that the caller
+    can queue the next batch before it waits for this one.
+    """
 
     name: str
     dim: int
@@ -190,49 +203,183 @@ class Embedder(Protocol):
     def __call__(self, frames: torch.Tensor) -> np.ndarray: ...
 
 
+class Ready:
+    """A result already on the host."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+
+    def result(self) -> np.ndarray:
+        return self.value
+
+
+class Pending:
+    """Embeddings being copied into pinned host memory behind the GPU work queued before them."""
+
+    def __init__(self, host: torch.Tensor, event: torch.cuda.Event):
+        self.host = host
+        self.event = event
+
+    def result(self) -> np.ndarray:
+        self.event.synchronize()
+        return self.host.numpy()
+
+
+def device_to_host(y: torch.Tensor) -> Ready | Pending:
+    """Start copying ``y`` (B x dim, any float dtype) back as float32 without waiting for the GPU."""
+    if y.device.type != "cuda":
+        return Ready(y.float().numpy())
+    y = y.float()
+    host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(y, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(y.device))
+    return Pending(host, event)
+
+
+class HostToDevice:
+    """Copies uint8 batches to a GPU on a side stream, so the copy of batch i+1 overlaps the compute of i."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.stream is None:
+            return frames.cpu()
+        if frames.is_cuda:
+            return frames.to(self.device)
+        if not frames.is_pinned():
+            frames = frames.pin_memory()
+        with torch.cuda.stream(self.stream):
+            x = frames.to(self.device, non_blocking=True)
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_stream(self.stream)
+        x.record_stream(compute)  # allocated on the copy stream, used on the compute stream
+        return x
+
+
+def submit(embedder, frames: torch.Tensor):
+    """``embedder.submit(frames)`` where it exists, else the finished result."""
+    fn = getattr(embedder, "submit", None)
+    return fn(frames) if fn is not None else Ready(np.asarray(embedder(frames)))
+
+
 class TorchEmbedder:
-    """Eager PyTorch encoder: channels-last, bf16 autocast on GPU, fp32 on CPU."""
+    """Eager PyTorch encoder: channels-last, bf16 autocast and a CUDA graph per input shape on GPU; fp32 on CPU.
+
+    On a GPU the graph is captured for the first batch size seen and replayed for every batch
+    (smaller ones are padded into it), which removes the per-layer launch overhead of eager mode.
+    """
 
     name = "torch"
 
-    def __init__(self, encoder: torch.nn.Module, device: str | torch.device = "auto", amp: str = "auto"):
+    def __init__(self, encoder: torch.nn.Module, device: str | torch.device = "auto", amp: str = "auto",
+                 cuda_graphs: bool | None = None):
         from selfee.train import resolve_amp, resolve_device
 
         self.device = resolve_device(str(device))
         self.amp = resolve_amp(amp, self.device)
         self.encoder = encoder.eval().to(self.device).to(memory_format=torch.channels_last)
         self.dim = int(encoder.projector[-1].num_features) if hasattr(encoder, "projector") else None
+        self.h2d = HostToDevice(self.device)
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._graphs: dict[tuple, tuple] = {}
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
 
-    @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> np.ndarray:
-        pin = self.device.type == "cuda" and not frames.is_cuda  # DALI's GPU lane yields frames on the GPU
-        x = (frames.pin_memory() if pin else frames).to(self.device, non_blocking=True)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255).contiguous(memory_format=torch.channels_last)
         if self.amp is not None:
             with torch.autocast(self.device.type, dtype=self.amp):
-                y = self.encoder(x)
-        else:
-            y = self.encoder(x)
-        return y.float().cpu().numpy()
+                return self.encoder(x).float()
+        return self.encoder(x).float()
+
+    def _graph(self, x: torch.Tensor):
+        key = tuple(x.shape[1:])
+        entry = self._graphs.get(key)
+        if entry is not None and entry[1].shape[0] >= x.shape[0]:
+            return entry
+        static_in = torch.zeros_like(x)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up outside the capture, as CUDA graphs require
+            for _ in range(2):
+                self._forward(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in)
+        self._graphs[key] = entry = (graph, static_in, static_out)
+        return entry
+
+    @torch.inference_mode()
+    def submit(self, frames: torch.Tensor):
+        x = self.h2d(frames)
+        if not self.cuda_graphs:
+            return device_to_host(self._forward(x))
+        try:
+            graph, static_in, static_out = self._graph(x)
+        except Exception as exc:  # capture unsupported here: eager mode is still correct
+            log.warning("CUDA graph capture failed (%s: %s); running eagerly", type(exc).__name__, exc)
+            self.cuda_graphs = False
+            return device_to_host(self._forward(x))
+        n = x.shape[0]
+        static_in[:n].copy_(x)
+        graph.replay()
+        return device_to_host(static_out[:n])
+
+    def __call__(self, frames: torch.Tensor) -> np.ndarray:
+        return self.submit(frames).result()
+
+
+# The CPU backend that `--backend auto` gives a checkpoint: the fastest one measured on CPU
+# (ONNX Runtime; see bench/RESULTS.md). The checkpoint is exported once into a cache.
+CPU_DEFAULT_BACKEND = "onnx"
 
 
 def load_embedder(weights: str | os.PathLike, backend: str = "auto", device: str = "auto"):
-    """(Embedder, SelfeeConfig of the weights) for a checkpoint or an exported model."""
+    """(Embedder, SelfeeConfig of the weights) for a checkpoint or an exported model.
+
+    ``auto`` takes the backend from the file type (``.pt``/``.pth``/``.pkl``: torch, ``.ts``:
+    torchscript, ``.onnx``: onnx, ``.engine``/``.plan``: tensorrt). A checkpoint on the CPU runs
+    with :data:`CPU_DEFAULT_BACKEND` when its packages are installed (exported once into the
+    cache); ``torchscript`` or ``onnx`` given with a checkpoint use the same cache.
+    """
+    from selfee._deps import available
+    from selfee.train import resolve_device
+
     weights = Path(weights)
     if not weights.exists():
         raise SelfeeError(f"{weights}: weights file not found")
+    kind = backend_for(weights)
     if backend == "auto":
-        backend = backend_for(weights)
+        backend = kind
+        if kind == "torch" and resolve_device(device).type == "cpu" and CPU_DEFAULT_BACKEND != "torch":
+            needed = ("onnx", "onnxruntime") if CPU_DEFAULT_BACKEND == "onnx" else ()
+            if all(available(m) for m in needed) and available("selfee.export"):
+                try:
+                    return _exported(weights, CPU_DEFAULT_BACKEND, device, checkpoint=True)
+                except SelfeeError as exc:
+                    log.warning("%s: the %s backend is unavailable (%s); using torch", weights, CPU_DEFAULT_BACKEND, exc)
     if backend == "torch":
+        if kind != "torch":
+            raise SelfeeError(f"{weights}: the torch backend needs a checkpoint (.pt), not an exported {kind} model")
         from selfee.checkpoint import load_model
 
         model, cfg = load_model(weights)
         return TorchEmbedder(model.encoder, device), cfg
+    return _exported(weights, backend, device, checkpoint=kind == "torch")
+
+
+def _exported(weights: Path, backend: str, device: str, checkpoint: bool):
     try:
-        from selfee.export.runtime import load_exported
+        from selfee.export import runtime
     except ImportError as exc:
         raise SelfeeError(f"backend '{backend}' is not available in this installation ({exc})") from None
-    return load_exported(weights, backend, device)
+    if checkpoint:
+        return runtime.load_cached_export(weights, backend, device)
+    return runtime.load_exported(weights, backend, device)
 
 
 def backend_for(path: Path) -> str:
@@ -257,6 +404,14 @@ def _npy_header(rows: int, dim: int, dtype: np.dtype) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", _NPY_HEADER - 10) + (text + " " * pad + "\n").encode("latin1")
 
 
+def _commit_file(f, tmp: Path, path: Path) -> Path:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(tmp, path)
+    return path
+
+
 class NpyStreamWriter:
     """Append rows to a ``.npy`` being written at ``path.partial``; ``commit`` renames it into place."""
 
@@ -279,11 +434,7 @@ class NpyStreamWriter:
     def commit(self) -> Path:
         self.f.seek(0)
         self.f.write(_npy_header(self.rows, self.dim, self.dtype))
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        return _commit_file(self.f, self.tmp, self.path)
 
     def abort(self) -> None:
         if not self.f.closed:
@@ -300,43 +451,230 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """(shape, dtype) of a complete ``.npy`` (its size matches its header), else None."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if fortran or size != offset + int(np.prod(shape)) * dtype.itemsize:
+        return None
+    return tuple(shape), dtype
+
+
+class WindowPool:
+    """The original Selfee's windowed average pooling (``nn.AvgPool1d(N, stride=N)`` over frames).
+
+    Means of consecutive, non-overlapping windows of ``n`` frames from the first embedded frame;
+    an incomplete last window is dropped. Pooled row j covers per-frame rows [jN, (j+1)N); the
+    original labelled it with the frame at row jN + N//2. Streaming: only < N rows are kept.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.rest = np.zeros((0, 0), np.float32)
+
+    def add(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.float32)
+        if len(self.rest):
+            rows = np.concatenate([self.rest, rows])
+        k = len(rows) // self.n
+        self.rest = rows[k * self.n :]
+        return rows[: k * self.n].reshape(k, self.n, -1).mean(1, dtype=np.float64).astype(np.float32)
+
+
+def format_index(frames: np.ndarray, times: np.ndarray) -> str:
+    """``frame,time_s`` lines for a batch (one string, written in one call)."""
+    return "".join(f"{f},{t:.6f}\n" for f, t in zip(frames.tolist(), times.tolist()))
+
+
+class VideoOutputs:
+    """One video's files, streamed to ``.partial`` names; ``commit`` renames them, the record last."""
+
+    def __init__(self, out_dir: Path, stem: str, dtype: str = "float32", window: int = 0):
+        self.paths = output_paths(out_dir, stem, window)
+        self.dtype = dtype
+        self.pool = WindowPool(window) if window > 1 else None
+        self.emb: NpyStreamWriter | None = None
+        self.pooled: NpyStreamWriter | None = None
+        self.csv_tmp = self.paths["csv"].with_name(self.paths["csv"].name + ".partial")
+        self.csv = open(self.csv_tmp, "w", newline="")
+        self.csv.write("frame,time_s\n")
+        self.rows = 0
+
+    def write(self, frames: np.ndarray, times: np.ndarray, emb: np.ndarray) -> int:
+        if self.emb is None:
+            self.emb = NpyStreamWriter(self.paths["npy"], emb.shape[1], self.dtype)
+            if self.pool is not None:
+                self.pooled = NpyStreamWriter(self.paths["window"], emb.shape[1], self.dtype)
+        if len(frames) != len(emb):
+            raise SelfeeError(f"the embedder returned {len(emb)} rows for {len(frames)} frames")
+        self.emb.write(emb)
+        self.csv.write(format_index(frames, times))
+        if self.pool is not None:
+            pooled = self.pool.add(emb)
+            if len(pooled):
+                self.pooled.write(pooled)
+        self.rows += len(frames)
+        return len(frames)
+
+    def commit(self, record: dict) -> dict:
+        # Until the new record is written the video reads as incomplete, whatever else is on disk.
+        self.paths["record"].unlink(missing_ok=True)
+        _commit_file(self.csv, self.csv_tmp, self.paths["csv"])
+        if self.pooled is not None:
+            self.pooled.commit()
+        self.emb.commit()
+        record = {**record, "frames": self.rows, "dim": self.emb.dim, "dtype": self.dtype,
+                  "window_rows": self.pooled.rows if self.pooled is not None else None}
+        atomic_write_text(self.paths["record"], json.dumps(record, indent=2, default=str))
+        return record
+
+    def abort(self) -> None:
+        if not self.csv.closed:
+            self.csv.close()
+        self.csv_tmp.unlink(missing_ok=True)
+        for w in (self.emb, self.pooled):
+            if w is not None:
+                w.abort()
+
+
+def output_paths(out_dir: Path, stem: str, window: int = 0) -> dict[str, Path]:
+    out = {"npy": out_dir / f"{stem}.npy", "csv": out_dir / f"{stem}.csv", "record": out_dir / f"{stem}.embed.json"}
+    if window > 1:
+        out["window"] = out_dir / f"{stem}.window{window}.npy"
+    return out
+
+
+def completed(out_dir: Path, stem: str, key: str, window: int = 0) -> dict | None:
+    """The record of a finished video whose outputs match ``key`` and are whole on disk, else None.
+
+    Whole: the record's key matches (weights, data settings, dtype, window, video file), the
+    ``.npy`` has the recorded rows and its size matches its header, the ``.csv`` has one line per
+    row, and the pooled file (with a window) has one row per complete window.
+    """
+    paths = output_paths(out_dir, stem, window)
+    try:
+        record = json.loads(paths["record"].read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key:
+        return None
+    n, dim = record.get("frames"), record.get("dim")
+    got = npy_shape(paths["npy"])
+    if got is None or got[0] != (n, dim) or got[1] != np.dtype(record.get("dtype")):
+        return None
+    try:
+        with open(paths["csv"], "rb") as f:
+            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return None
+    if lines != n + 1:
+        return None
+    if window > 1:
+        pooled = npy_shape(paths["window"])
+        if pooled is None or pooled[0] != (n // window, dim):
+            return None
+    return record
+
+
+def video_key(weights_sha256: str, cfg: SelfeeConfig, video: Path, dtype: str, window: int) -> str:
+    """What makes a video's outputs reusable: the weights, data settings, dtype, window and video file."""
+    import hashlib
+
+    st = video.stat()
+    ident = {
+        "weights_sha256": weights_sha256,
+        "data": cfg.to_dict()["data"],
+        "dtype": dtype,
+        "window": window,
+        "video": {"name": video.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 # Videos -> files
 # ---------------------------------------------------------------------------------------------
 
+INFLIGHT = 2  # batches queued on the embedder before the oldest is read back
+
+
+def _pinned(batches: Iterable[EmbedBatch]) -> Iterator[EmbedBatch]:
+    """Page-locked host frames (in the prefetch thread), so copies to the GPU can be asynchronous."""
+    for b in batches:
+        yield b if b.frames.is_cuda else b._replace(frames=b.frames.pin_memory())
+
 
 def embed_video(src, cfg: SelfeeConfig, embedder, out_dir: Path, batch_size: int, dtype: str = "float32",
-                on_batch=None) -> dict:
-    """Embed one video into ``out_dir/<stem>.npy`` + ``.csv``; returns frames and throughput."""
+                on_batch=None, window: int | None = None, record: dict | None = None) -> dict:
+    """Embed one video into ``out_dir/<stem>.npy`` + ``.csv`` (+ window file, + record); returns frames and throughput.
+
+    The hot loop has no per-frame Python work: each batch is submitted to the embedder, and
+    the previous one is read back and appended to the files while the next is computed.
+    """
+    window = cfg.embed.window if window is None else window
+    out_dir = Path(out_dir)
     stem = src.info.path.stem
     t0 = time.perf_counter()
-    writer = None
-    rows = io.StringIO()
-    table = csv.writer(rows, lineterminator="\n")
-    table.writerow(["frame", "time_s"])
-    n = 0
-    try:
-        device = getattr(embedder, "device", "cpu")
-        for batch in background(embed_batches(src, cfg, batch_size, device)):
-            emb = embedder(batch.frames)
-            if writer is None:
-                writer = NpyStreamWriter(out_dir / f"{stem}.npy", emb.shape[1], dtype)
-            writer.write(emb)
-            for f, t in zip(batch.frame.tolist(), batch.time_s.tolist()):
-                table.writerow([f, f"{t:.6f}"])
-            n += len(batch.frame)
+    outputs = VideoOutputs(out_dir, stem, dtype, window)
+    device = torch.device(getattr(embedder, "device", "cpu") or "cpu")
+    inflight: deque = deque()
+
+    def drain(keep: int) -> None:
+        while len(inflight) > keep:
+            frame, time_s, result = inflight.popleft()
+            n = outputs.write(frame.numpy(), time_s.numpy(), result.result())
             if on_batch is not None:
-                on_batch(len(batch.frame))
-        if writer is None:
+                on_batch(n)
+
+    try:
+        batches = embed_batches(src, cfg, batch_size, device)
+        if device.type == "cuda":
+            batches = _pinned(batches)
+        for batch in background(batches):
+            inflight.append((batch.frame, batch.time_s, submit(embedder, batch.frames)))
+            drain(INFLIGHT - 1)
+        drain(0)
+        if outputs.rows == 0:
             raise VideoError(src.info.path, "no frames to embed")
-        atomic_write_text(out_dir / f"{stem}.csv", rows.getvalue())
-        writer.commit()
+        dt = time.perf_counter() - t0
+        info = {"video": str(src.info.path), "stem": stem, "seconds": dt, "fps": outputs.rows / dt if dt else 0.0,
+                "npy": outputs.paths["npy"].name, "csv": outputs.paths["csv"].name}
+        if window > 1:
+            info.update(window=window, window_npy=outputs.paths["window"].name)
+        return outputs.commit({**(record or {}), **info})
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        outputs.abort()
         raise
-    dt = time.perf_counter() - t0
-    return {"video": str(src.info.path), "stem": stem, "frames": n, "seconds": dt, "fps": n / dt if dt else 0.0}
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SelfeeError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
+
+
+def shard(paths: list[Path], rank: int, world: int) -> list[Path]:
+    """This rank's videos: largest first to the least-loaded rank (sizes balance the work), in input order."""
+    if world <= 1:
+        return list(paths)
+    sizes = [p.stat().st_size if p.is_file() else 0 for p in paths]
+    load = [0] * world
+    owner = {}
+    for i in sorted(range(len(paths)), key=lambda i: (-sizes[i], i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += sizes[i] + 1
+    return [p for i, p in enumerate(paths) if owner[i] == rank]
 
 
 def embed_videos(
@@ -349,20 +687,24 @@ def embed_videos(
     device: str | None = None,
     backend: str | None = None,
     show_progress: bool = True,
+    window: int | None = None,
+    overwrite: bool = False,
+    embedder=None,
 ) -> dict:
-    """``selfee-fast embed``: every frame of every video; bad videos are reported and skipped."""
+    """``selfee-fast embed``: every frame of every video; bad videos are reported and skipped.
+
+    ``cfg`` replaces the weights' config (``overrides`` apply on top of the weights' config
+    otherwise). Finished videos are skipped unless ``overwrite``. Under ``torchrun`` each rank
+    embeds its share of the videos on its own GPU and rank 0 writes ``manifest.json``. An
+    ``embedder`` may be given directly (with ``cfg``); ``weights`` then only names it.
+    """
     from selfee.checkpoint import file_sha256
-    from selfee.cli_utils import progress as make_progress
     from selfee.data import make_sources
+    from selfee.train import init_distributed
     from selfee.video import expand_inputs, probe_many
 
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ".write-test").write_text("")
-        (out_dir / ".write-test").unlink()
-    except OSError as exc:
-        raise SelfeeError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
+    _check_writable(out_dir)
     paths = expand_inputs(videos)
     if not paths:
         raise SelfeeError("no videos given")
@@ -372,66 +714,159 @@ def embed_videos(
             raise SelfeeError(f"{p} and {stems[p.stem]} would both write '{p.stem}.npy'; embed them into different folders")
         stems[p.stem] = p
 
-    base = cfg
-    embedder, wcfg = load_embedder(weights, backend or (cfg.embed.backend if cfg else "auto"), device or "auto")
-    if base is None:
-        base = wcfg
-        if overrides:
+    was_distributed = _dist_initialized()
+    dist, dev = init_distributed(device or (cfg.embed.device if cfg else "auto"))
+    try:
+        if embedder is None:
+            embedder, wcfg = load_embedder(weights, backend or (cfg.embed.backend if cfg else "auto"), str(dev))
+        elif cfg is None:
+            raise SelfeeError("embed_videos: an embedder given directly needs its cfg")
+        else:
+            wcfg = cfg
+        base = cfg if cfg is not None else wcfg
+        if cfg is None and overrides:
             from selfee.config import _deep_merge, parse_overrides
 
             raw = base.to_dict()
             _deep_merge(raw, parse_overrides(overrides))
             base = SelfeeConfig.from_dict(raw)
-    cfg = base
-    bs = batch_size or cfg.embed.batch_size
-    infos, bad = probe_many(paths, min_frames=cfg.data.min_frames)
-    failures = [{"video": e.path, "error": e.problem} for e in bad]
-    results = []
-    weights_hash = file_sha256(weights)
-    with make_progress() as bar:
-        run_task = bar.add_task("videos", total=len(paths), completed=len(bad), rate="")
-        for info in infos:
-            try:
-                (src,) = make_sources([info], cfg)
-                task = bar.add_task(info.path.name, total=src.frames, rate="")
-                t0 = time.perf_counter()
+        cfg = base
+        if window is not None:
+            cfg = cfg.replace(**{"embed.window": window})
+        fixed = getattr(embedder, "fixed_size", None)  # a TensorRT engine's profile fixes the input size
+        if fixed and tuple(fixed) != tuple(cfg.data.input_size):
+            raise SelfeeError(f"{weights}: the engine takes {fixed[0]}x{fixed[1]} frames but data.input_size is "
+                              f"{cfg.data.input_size[0]}x{cfg.data.input_size[1]}; rebuild it or drop the override")
+        win = cfg.embed.window
+        dtype = cfg.embed.dtype
+        bs = batch_size or cfg.embed.batch_size
+        weights_hash = file_sha256(weights) if Path(weights).is_file() else str(weights)
 
-                def tick(n, task=task, t0=t0):
-                    bar.advance(task, n)
-                    done = bar.tasks[task].completed
-                    bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.0f} frames/s")
+        t_run = time.perf_counter()
+        mine = shard(paths, dist.rank, dist.world)
+        infos, bad = probe_many(mine, min_frames=cfg.data.min_frames)
+        failures = [{"video": e.path, "error": e.problem} for e in bad]
+        results = []
+        new_frames = 0
+        with _progress(show_progress and dist.is_main) as bar:
+            run_task = bar.add_task(f"{len(mine)} video(s)", total=sum(i.frames for i in infos), rate="")
+            for info in infos:
+                try:
+                    key = video_key(weights_hash, cfg, info.path, dtype, win)
+                    done = None if overwrite else completed(out_dir, info.path.stem, key, win)
+                    if done is not None:
+                        log.info("%s: already embedded (%d frames), skipped", info.path.name, done["frames"])
+                        results.append({**done, "video": str(info.path), "skipped": True})
+                        bar.advance(run_task, info.frames)
+                        continue
+                    (src,) = make_sources([info], cfg)
+                    meter = _Meter(bar, run_task, t_run, new_frames, info.path.name, src.frames)
+                    res = embed_video(src, cfg, embedder, out_dir, bs, dtype, window=win, on_batch=meter,
+                                      record={"key": key, "weights_sha256": weights_hash, "backend": embedder.name})
+                    meter.close()
+                    new_frames += res["frames"]
+                    log.info("%s: %d frames, %.0f frames/s", info.path.name, res["frames"], res["fps"])
+                    results.append(res)
+                except Exception as exc:  # one bad video is reported; the others go on
+                    problem = exc.problem if isinstance(exc, VideoError) else f"{type(exc).__name__}: {exc}"
+                    log.error("%s: %s", info.path, problem)
+                    failures.append({"video": str(info.path), "error": problem})
+        elapsed = time.perf_counter() - t_run
+        results, failures, new_frames, elapsed = _gather(dist, results, failures, new_frames, elapsed)
+        order = {str(p): i for i, p in enumerate(paths)}
+        manifest = {
+            "weights": str(weights),
+            "weights_sha256": weights_hash,
+            "backend": embedder.name,
+            "device": str(getattr(embedder, "device", "cpu")),
+            "world_size": dist.world,
+            "batch_size": bs,
+            "dtype": dtype,
+            "window": win,
+            "config": cfg.to_dict(),
+            "videos": sorted(results, key=lambda r: order.get(r["video"], len(order))),
+            "failed": failures,
+            "frames_embedded": new_frames,
+            "seconds": elapsed,
+            "fps": new_frames / elapsed if elapsed else 0.0,
+            "versions": _versions(),
+        }
+        if dist.is_main:
+            atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+        return manifest
+    finally:
+        if dist.enabled and not was_distributed:
+            import torch.distributed as tdist
 
-                res = embed_video(src, cfg, embedder, out_dir, bs, cfg.embed.dtype, on_batch=tick)
-                bar.remove_task(task)
-                log.info("%s: %d frames, %.0f frames/s", info.path.name, res["frames"], res["fps"])
-                results.append(res)
-            except VideoError as exc:
-                log.error("%s", exc)
-                failures.append({"video": str(exc.path), "error": exc.problem})
-            bar.advance(run_task)
-    manifest = {
-        "weights": str(weights),
-        "weights_sha256": weights_hash,
-        "backend": embedder.name,
-        "config": cfg.to_dict(),
-        "videos": results,
-        "failed": failures,
-        "versions": _versions(),
-    }
-    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
-    return manifest
+            tdist.destroy_process_group()
+
+
+class _Meter:
+    """Per-video and per-run progress with frames/s (a batch callback for :func:`embed_video`)."""
+
+    def __init__(self, bar, run_task, t_run: float, run_done: int, name: str, total: int):
+        self.bar, self.run_task, self.t_run, self.run_done = bar, run_task, t_run, run_done
+        self.task = bar.add_task(name, total=total, rate="")
+        self.t0 = time.perf_counter()
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.run_done += n
+        now = time.perf_counter()
+        self.bar.update(self.task, advance=n, rate=f"{self.done / max(now - self.t0, 1e-9):,.0f} frames/s")
+        self.bar.update(self.run_task, advance=n, rate=f"{self.run_done / max(now - self.t_run, 1e-9):,.0f} frames/s")
+
+    def close(self) -> None:
+        self.bar.remove_task(self.task)
+
+
+def _progress(show: bool):
+    if show:
+        from selfee.cli_utils import progress
+
+        return progress()
+    from rich.progress import Progress
+
+    return Progress(disable=True)
+
+
+def _dist_initialized() -> bool:
+    import torch.distributed as tdist
+
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def _gather(dist, results: list, failures: list, frames: int, elapsed: float):
+    """Every rank's results on every rank (the manifest is one for the run)."""
+    if not dist.enabled:
+        return results, failures, frames, elapsed
+    import torch.distributed as tdist
+
+    parts: list = [None] * dist.world
+    tdist.all_gather_object(parts, (results, failures, frames, elapsed))
+    return ([r for p in parts for r in p[0]], [f for p in parts for f in p[1]], sum(p[2] for p in parts),
+            max(p[3] for p in parts))
 
 
 def _versions() -> dict:
+    """Versions of what produced the embeddings (optional packages only if this run imported them)."""
     import platform
+    import sys
 
     from selfee import __version__
 
     out = {"selfee_fast": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import av
-
-        out["av"] = av.__version__
-    except ImportError:
-        pass
+    for name, module in (("av", "av"), ("dali", "nvidia.dali"), ("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")):
+        mod = sys.modules.get(module)
+        if mod is None and module == "av":
+            try:
+                import av as mod
+            except ImportError:
+                mod = None
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "unknown")
+    if torch.cuda.is_available():
+        out["cuda"] = torch.version.cuda
+        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return out
