@@ -184,7 +184,7 @@ def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = steps or 150
+    steps = steps or 300
     t0 = time.perf_counter()
     video = out / "demo_behaviour.mp4"
     labels = write_demo_video(video)
