@@ -97,31 +97,24 @@ def _saturation(x, f):
     return _blend(x, _gray(x), f)
 
 
-def _frac(v):
-    return v - dmath.floor(v)
-
-
 def _hue(x, shift):
-    """Hue rotation in HSV, as torchvision's ``adjust_hue``."""
+    """Hue rotation in HSV, as torchvision's ``adjust_hue``, in few operators.
+
+    With v = max, v s = max - min = cr and h6 = 6 h from the usual sectors, channel n in (5, 3, 1)
+    is ``v - cr clamp(min(k, 4 - k), 0, 1)``, ``k = (n + h6 + 6 shift) mod 6`` (torchvision's sectors).
+    """
     r, g, b = _channels(x)
     maxc = dmath.max(dmath.max(r, g), b)
-    minc = dmath.min(dmath.min(r, g), b)
-    cr = maxc - minc
-    eqc = maxc == minc
-    sat = cr / dmath.max(maxc, 1e-12)  # 0 where cr == 0, as torchvision
-    div = cr + eqc
-    rc, gc, bc = (maxc - r) / div, (maxc - g) / div, (maxc - b) / div
+    cr = maxc - dmath.min(dmath.min(r, g), b)
     is_r = maxc == r
     is_g = (maxc == g) & (maxc != r)
     is_b = (maxc != g) & (maxc != r)
-    h = _frac((is_r * (bc - gc) + is_g * (2.0 + rc - bc) + is_b * (4.0 + gc - rc)) / 6.0 + 1.0)
-    h6 = _frac(h + shift) * 6.0
-    # HSV -> RGB: channel n is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6 (= torchvision's sectors)
+    h6 = (is_r * (g - b) + is_g * (2.0 * cr + b - r) + is_b * (4.0 * cr + r - g)) / (cr + (cr == 0.0)) + 6.0 * shift
     out = []
     for n in (5.0, 3.0, 1.0):
         k = n + h6
         k = k - 6.0 * dmath.floor(k / 6.0)
-        out.append(maxc - maxc * sat * dmath.clamp(dmath.min(k, 4.0 - k), 0.0, 1.0))
+        out.append(maxc - cr * dmath.clamp(dmath.min(k, 4.0 - k), 0.0, 1.0))
     return fn.cat(*out, axis=2)
 
 
