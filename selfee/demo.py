@@ -175,7 +175,7 @@ def demo_config(out: Path, steps: int, device: str):
     )
 
 
-def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: str = "auto") -> dict:
+def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: str = "auto", frames: int = 1500) -> dict:
     """Generate, train, embed, evaluate; print a short report and save ``demo.json``."""
     from selfee.checkpoint import atomic_save
     from selfee.embed import embed_videos
@@ -187,7 +187,7 @@ def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: 
     steps = steps or 300
     t0 = time.perf_counter()
     video = out / "demo_behaviour.mp4"
-    labels = write_demo_video(video)
+    labels = write_demo_video(video, n_frames=frames)
     np.savetxt(out / "demo_behaviour.labels.csv", np.c_[np.arange(len(labels)), labels], fmt="%d",
                delimiter=",", header="frame,label", comments="")
     log.info("demo video: %s (%d frames, states: %s)", video, len(labels), ", ".join(STATES))
