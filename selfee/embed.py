@@ -454,16 +454,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
     """(shape, dtype) of a complete ``.npy`` (its size matches its header), else None."""
     try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
-            offset = f.tell()
+        arr = np.load(path, mmap_mode="r")
         size = path.stat().st_size
     except (OSError, ValueError):
         return None
-    if fortran or size != offset + int(np.prod(shape)) * dtype.itemsize:
+    if not isinstance(arr, np.memmap) or size != arr.offset + arr.nbytes:
         return None
-    return tuple(shape), dtype
+    return tuple(arr.shape), arr.dtype
 
 
 class WindowPool:
@@ -484,7 +481,7 @@ class WindowPool:
             rows = np.concatenate([self.rest, rows])
         k = len(rows) // self.n
         self.rest = rows[k * self.n :]
-        return rows[: k * self.n].reshape(k, self.n, -1).mean(1, dtype=np.float64).astype(np.float32)
+        return rows[: k * self.n].reshape(k, self.n, rows.shape[1]).mean(1, dtype=np.float64).astype(np.float32)
 
 
 def format_index(frames: np.ndarray, times: np.ndarray) -> str:
