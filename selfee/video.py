@@ -162,6 +162,7 @@ class VideoReader:
         self.frames_decoded = 0
         self._container = None
         self._stream = None
+        self._primed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _open(self):
@@ -181,6 +182,7 @@ class VideoReader:
         if self._container is not None:
             self._container.close()
             self._container = self._stream = None
+            self._primed = False
 
     def __enter__(self):
         return self
@@ -195,10 +197,16 @@ class VideoReader:
         container, stream = self._open()
         info = self.info
         kf = info.keyframe_before(start)
-        if kf > 0:
-            container.seek(int(info.pts[kf]), stream=stream, backward=True, any_frame=False)
-        else:
-            container.seek(int(info.pts[0]), stream=stream, backward=True, any_frame=False)
+        if kf > 0 and not self._primed:
+            # Some streams carry decoder state in their first packets (in-band parameter sets):
+            # decoding one frame first makes later keyframes decode correctly after a seek.
+            try:
+                next(container.decode(stream))
+                self.frames_decoded += 1
+            except (StopIteration, av.error.FFmpegError):
+                pass
+            self._primed = True
+        container.seek(int(info.pts[kf]), stream=stream, backward=True, any_frame=False)
         min_pts = int(info.pts[kf])
         try:
             for frame in container.decode(stream):
