@@ -62,10 +62,11 @@ class VideoSource:
         return self.info.path.name
 
 
-def make_sources(infos: list[VideoInfo], cfg: SelfeeConfig) -> list[VideoSource]:
+def make_sources(infos: list[VideoInfo], cfg: SelfeeConfig, cache_dir=None) -> list[VideoSource]:
+    """Sources with their preprocessing; ``cache_dir`` keeps per-video backgrounds beside a run's outputs."""
     out = []
     for info in infos:
-        pre = Preprocessor(cfg.data.preprocess_for(info.path), info)
+        pre = Preprocessor(cfg.data.preprocess_for(info.path), info, cache_dir=cache_dir)
         if pre.frames < cfg.data.min_frames:
             raise VideoError(
                 info.path, f"has {pre.frames} frames in the selected window; live frames need at least {cfg.data.min_frames}"

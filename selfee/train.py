@@ -506,7 +506,7 @@ def run_training(
         infos, bad = probe_many(paths, min_frames=cfg.data.min_frames)
         if not infos:
             raise SelfeeError(f"none of the {len(paths)} videos can be used (see the messages above)")
-        sources = make_sources(infos, cfg)
+        sources = make_sources(infos, cfg, cache_dir=out_dir / "backgrounds")
         log.info(
             "training on %d videos (%d frames); %d skipped", len(sources), sum(s.frames for s in sources), len(bad)
         )
