@@ -1,0 +1,1 @@
+"""Downstream analyses of embeddings: classify, anomaly, maps, motifs, compare, pose states, evaluate."""
