@@ -142,7 +142,8 @@ class DaliChunkDecoder:
 
 def stream_blocks(src: VideoSource, device: torch.device, sequence: int = 32, cpu_decoder: str = "auto",
                   lane: str | None = None) -> Iterator[torch.Tensor]:
-    """T x H x W x 3 uint8 tensors of the window's frames in order, on ``device`` for NVDEC.
+    """T x H x W x 3 uint8 tensors of the window's frames in order, on ``device`` for NVDEC (T x H x W
+    grey for the frames PyAV decodes when the source is grey).
 
     DALI streams the file from its first frame (frames before the window are dropped); when DALI
     stops early or fails, PyAV continues from the next frame, so the count is what PyAV decodes.
@@ -170,7 +171,7 @@ def stream_blocks(src: VideoSource, device: torch.device, sequence: int = 32, cp
                 log.warning("%s: %s decoded %d of %d frames; PyAV checks the rest", info.path, lane, nxt, pre.stop)
     block: list[np.ndarray] = []
     with VideoReader(info) as reader:
-        for _, rgb in reader.iter_frames(nxt, pre.stop):
+        for _, rgb in reader.iter_frames(nxt, pre.stop, grey=pre.grey):
             block.append(rgb)
             if len(block) == sequence:
                 yield torch.from_numpy(np.stack(block)).to(device)

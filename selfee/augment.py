@@ -40,9 +40,16 @@ def working_size(input_size: tuple[int, int], crop_min: float) -> tuple[int, int
 
 
 def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N x C x H x W uint8 -> N x C x h x w uint8, bilinear with antialiasing, rounded."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    """N x C x H x W uint8 -> N x C x h x w uint8, bilinear with antialiasing, rounded.
+
+    On the CPU, PyTorch's native uint8 kernel (fixed-point, ~4x faster) is used; elsewhere the
+    float kernel. The two agree to 1 grey level.
+    """
+    size = tuple(size)
+    if tuple(x.shape[-2:]) == size:
         return x
+    if x.device.type == "cpu" and x.dtype == torch.uint8:
+        return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     y = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -130,34 +137,41 @@ def affine_theta(params: AugmentParams, src_hw, out_hw) -> torch.Tensor:
     return theta
 
 
-def _inside_crop_mask(params: AugmentParams, grid_out: torch.Tensor, out_hw) -> torch.Tensor:
-    """N x 1 x h x w: 1 where the un-rotated output point lies inside the resized crop."""
+def crop_frame_theta(params: AugmentParams, out_hw) -> torch.Tensor:
+    """N x 2 x 3: normalized output coordinates -> the un-rotated, un-flipped output frame.
+
+    A point whose image lies outside [-1, 1]^2 under this map falls outside the resized crop
+    before rotation, where the original's rotation filled black.
+    """
     oh, ow = out_hw
     rad = params.angle * (math.pi / 180.0)
-    c = torch.cos(rad).view(-1, 1, 1)
-    s = torch.sin(rad).view(-1, 1, 1)
-    fa = (1.0 - 2.0 * params.hflip.to(c.dtype)).view(-1, 1, 1)
-    fb = (1.0 - 2.0 * params.vflip.to(c.dtype)).view(-1, 1, 1)
-    xo, yo = grid_out[..., 0], grid_out[..., 1]
-    rx = c * fa * xo - s * fb * yo * (oh / ow)
-    ry = s * fa * xo * (ow / oh) + c * fb * yo
-    eps = 1e-6
-    return ((rx.abs() <= 1 + eps) & (ry.abs() <= 1 + eps)).unsqueeze(1)
+    c, s = torch.cos(rad), torch.sin(rad)
+    fa = 1.0 - 2.0 * params.hflip.to(c.dtype)
+    fb = 1.0 - 2.0 * params.vflip.to(c.dtype)
+    theta = torch.zeros(c.shape[0], 2, 3, dtype=c.dtype, device=c.device)
+    theta[:, 0, 0] = c * fa
+    theta[:, 0, 1] = -s * fb * (oh / ow)
+    theta[:, 1, 0] = s * fa * (ow / oh)
+    theta[:, 1, 1] = c * fb
+    return theta
 
 
-def _identity_grid(n, out_hw, device, dtype):
-    eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device, dtype=dtype).expand(n, 2, 3)
-    return F.affine_grid(eye, [n, 1, *out_hw], align_corners=False)
+def sampling_grid(params: AugmentParams, src_hw, out_hw, dtype=torch.float32) -> torch.Tensor:
+    """N x h x w x 2 grid for ``grid_sample``; points outside the rotated crop are sent off the frame."""
+    n = params.angle.shape[0]
+    size = [n, 1, *out_hw]
+    grid = F.affine_grid(affine_theta(params, src_hw, out_hw).to(dtype), size, align_corners=False)
+    frame = F.affine_grid(crop_frame_theta(params, out_hw).to(dtype), size, align_corners=False)
+    outside = frame.abs_().amax(dim=-1, keepdim=True) > 1 + 1e-6
+    return grid.masked_fill_(outside, -4.0)  # zeros padding -> black
 
 
-def geometric(x: torch.Tensor, params: AugmentParams, out_hw) -> torch.Tensor:
-    """Crop, resize, rotate and flip a float batch in one bilinear resampling."""
-    n = x.shape[0]
-    theta = affine_theta(params, x.shape[-2:], out_hw).to(x.dtype)
-    grid = F.affine_grid(theta, [n, x.shape[1], *out_hw], align_corners=False)
-    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    mask = _inside_crop_mask(params, _identity_grid(n, out_hw, x.device, x.dtype), out_hw)
-    return y * mask
+def geometric(x: torch.Tensor, params: AugmentParams, out_hw, scale: float = 1.0) -> torch.Tensor:
+    """Crop, resize, rotate and flip a batch in one bilinear resampling (then multiply by ``scale``)."""
+    grid = sampling_grid(params, x.shape[-2:], tuple(out_hw), x.dtype if x.is_floating_point() else torch.float32)
+    y = F.grid_sample(x if x.is_floating_point() else x.float(), grid, mode="bilinear", padding_mode="zeros",
+                      align_corners=False)
+    return y.mul_(scale) if scale != 1.0 else y
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,52 +212,65 @@ def adjust_saturation(x, f):
     return _blend(x, _gray(x), f)
 
 
-def _rgb_to_hsv(x):
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue by ``shift`` (fraction of the circle) per sample; torchvision's semantics.
+
+    Hue and the sector functions are computed from max/min directly, so value and saturation are
+    never materialised: ``channel = max - chroma * clamp(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + 6 h) mod 6`` and n = 5, 3, 1 for red, green, blue.
+    """
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    cr_div = torch.where(eqc, ones, cr)
-    rc = (maxc - r) / cr_div
-    gc = (maxc - g) / cr_div
-    bc = (maxc - b) / cr_div
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    return h, s, maxc
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    chroma = maxc - minc
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    h = torch.where(
+        maxc == r,
+        (g - b) / safe,
+        torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+    )
+    h.add_((6.0 * shift).view(-1, 1, 1).to(h.dtype)).remainder_(6.0)
+    out = torch.empty_like(x)
+    for channel, n in enumerate((5.0, 3.0, 1.0)):
+        k = (h + n).remainder_(6.0)
+        w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+        torch.sub(maxc, chroma * w, out=out[:, channel])
+    return out
 
 
-def _hsv_to_rgb(h, s, v):
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0, 1)
-    q = (v * (1.0 - s * f)).clamp(0, 1)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
-    # sector i -> (r, g, b) from (v, t, p, q)
-    r = torch.stack([v, q, p, p, t, v], 0)
-    g = torch.stack([t, v, v, q, p, p], 0)
-    b = torch.stack([p, p, t, v, v, q], 0)
-    idx = i.unsqueeze(0)
-    return torch.stack([r.gather(0, idx)[0], g.gather(0, idx)[0], b.gather(0, idx)[0]], dim=1)
+def jitter(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue, each sample in its own random order.
 
-
-def adjust_hue(x, shift):
-    h, s, v = _rgb_to_hsv(x)
-    h = torch.remainder(h + shift.view(-1, 1, 1).to(h.dtype), 1.0)
-    return _hsv_to_rgb(h, s, v)
-
-
-_JITTER = (
-    lambda x, p, sel: adjust_brightness(x, p.brightness[sel]),
-    lambda x, p, sel: adjust_contrast(x, p.contrast[sel]),
-    lambda x, p, sel: adjust_saturation(x, p.saturation[sel]),
-    lambda x, p, sel: adjust_hue(x, p.hue[sel]),
-)
+    Brightness, contrast and saturation are all ``clamp(f x + (1 - f) base)`` with base 0, the
+    image's mean grey and the per-pixel grey: at each of the four positions one blend over the
+    whole batch applies whichever of them each sample has there (identity for hue), then hue runs
+    on the samples whose turn it is.
+    """
+    n = x.shape[0]
+    ones = torch.ones(n, dtype=x.dtype, device=x.device)
+    w = torch.tensor(BT601, dtype=x.dtype, device=x.device)
+    for pos in range(4):
+        op = params.order[:, pos]
+        f = torch.where(op == 0, params.brightness.to(x.dtype), ones)
+        f = torch.where(op == 1, params.contrast.to(x.dtype), f)
+        f = torch.where(op == 2, params.saturation.to(x.dtype), f)
+        fv = f.view(n, 1, 1, 1)
+        base = None
+        if (op == 1).any():  # mean grey = grey of the channel means (grey is linear)
+            mean = (x.mean(dim=(2, 3)) @ w).view(n, 1, 1, 1)
+            base = mean * (op == 1).view(n, 1, 1, 1)
+        if (op == 2).any():
+            grey = torch.einsum("nchw,c->nhw", x, w).unsqueeze(1) * (op == 2).view(n, 1, 1, 1)
+            base = grey if base is None else base + grey
+        if ((op == 0) | (op == 1) | (op == 2)).any():
+            x = x.mul(fv)
+            if base is not None:
+                x.add_(base * (1 - fv))
+            x.clamp_(0, 1)
+        sel = (op == 3).nonzero().flatten()
+        if sel.numel():
+            x[sel] = adjust_hue(x[sel], params.hue[sel])
+    return x
 
 
 def colour(x: torch.Tensor, params: AugmentParams, table: torch.Tensor | None = None) -> torch.Tensor:
@@ -252,12 +279,7 @@ def colour(x: torch.Tensor, params: AugmentParams, table: torch.Tensor | None = 
     sel = params.turbo.nonzero().flatten()
     if sel.numel():
         x[sel] = turbo(x[sel], table)
-    for pos in range(4):
-        for op, fn in enumerate(_JITTER):
-            sel = (params.order[:, pos] == op).nonzero().flatten()
-            if sel.numel():
-                x[sel] = fn(x[sel], params, sel)
-    return x
+    return jitter(x, params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,20 +287,22 @@ def colour(x: torch.Tensor, params: AugmentParams, table: torch.Tensor | None = 
 # ---------------------------------------------------------------------------------------------
 
 
-def apply(x: torch.Tensor, params: AugmentParams, out_hw, table: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply one view's parameters to a float N x 3 x H x W batch in [0, 1]."""
-    return colour(geometric(x, params, out_hw), params, table)
+def apply(x: torch.Tensor, params: AugmentParams, out_hw, table: torch.Tensor | None = None,
+          scale: float = 1.0) -> torch.Tensor:
+    """Apply one view's parameters to a N x 3 x H x W batch (float in [0, 1], or uint8 with scale 1/255)."""
+    return colour(geometric(x, params, out_hw, scale), params, table)
 
 
 def augment(
     frames: torch.Tensor, cfg: AugmentConfig, out_hw, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """uint8 N x 3 x H x W (on any device) -> one augmented float view N x 3 x h x w."""
-    x = to_float(frames)
+    """uint8 N x 3 x H x W (on any device) -> one augmented float view N x 3 x h x w in [0, 1]."""
     if not cfg.enabled:
+        x = to_float(frames)
         return F.interpolate(x, size=tuple(out_hw), mode="bilinear", antialias=True, align_corners=False)
-    params = sample_params(x.shape[0], x.shape[-2:], cfg, generator, device=x.device)
-    return apply(x, params, tuple(out_hw))
+    params = sample_params(frames.shape[0], frames.shape[-2:], cfg, generator, device=frames.device)
+    src = frames if frames.is_floating_point() else frames.float()
+    return apply(src, params, tuple(out_hw), scale=1.0 if frames.is_floating_point() else 1.0 / 255)
 
 
 def two_views(
@@ -289,8 +313,16 @@ def two_views(
     channels_last: bool = False,
 ):
     """Two independently augmented views of the same uint8 live frames."""
-    v1 = augment(frames, cfg, out_hw, generator)
-    v2 = augment(frames, cfg, out_hw, generator)
+    src = frames.float()  # converted once for both views; 1/255 is applied to the smaller output
+    if not cfg.enabled:
+        v1 = augment(frames, cfg, out_hw, generator)
+        v2 = v1.clone()
+    else:
+        views = []
+        for _ in range(2):
+            params = sample_params(frames.shape[0], frames.shape[-2:], cfg, generator, device=frames.device)
+            views.append(apply(src, params, tuple(out_hw), scale=1.0 / 255))
+        v1, v2 = views
     if channels_last:
         v1 = v1.contiguous(memory_format=torch.channels_last)
         v2 = v2.contiguous(memory_format=torch.channels_last)

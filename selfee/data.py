@@ -66,7 +66,7 @@ def make_sources(infos: list[VideoInfo], cfg: SelfeeConfig, cache_dir=None) -> l
     """Sources with their preprocessing; ``cache_dir`` keeps per-video backgrounds beside a run's outputs."""
     out = []
     for info in infos:
-        pre = Preprocessor(cfg.data.preprocess_for(info.path), info, cache_dir=cache_dir)
+        pre = Preprocessor(cfg.data.preprocess_for(info.path), info, cache_dir=cache_dir, grey=cfg.data.live_frames)
         if pre.frames < cfg.data.min_frames:
             raise VideoError(
                 info.path, f"has {pre.frames} frames in the selected window; live frames need at least {cfg.data.min_frames}"
@@ -233,12 +233,19 @@ class Sampler:
 # ---------------------------------------------------------------------------------------------
 
 
-def frames_to_samples(rgb: torch.Tensor, pre: Preprocessor, live: bool, size: tuple[int, int]) -> torch.Tensor:
-    """T x H x W x 3 uint8 decoded frames -> T x C x h x w uint8 (C = 1 grey for live frames, else 3)."""
-    x = pre(rgb.permute(0, 3, 1, 2))
-    if live:
-        x = rgb_to_gray(x).unsqueeze(1)
-    return resize_uint8(x, size)
+def frames_to_samples(frames: torch.Tensor, pre: Preprocessor, live: bool, size: tuple[int, int]) -> torch.Tensor:
+    """Decoded frames -> preprocessed T x C x h x w uint8 samples (C = 1 grey for live frames, else 3).
+
+    ``frames``: T x H x W grey (what the decoders give in live-frame mode) or T x H x W x 3 RGB
+    (turned grey here when ``live``).
+    """
+    if frames.ndim == 3:
+        x = frames.unsqueeze(1)
+    elif live:
+        x = rgb_to_gray(frames, channels_last=True).unsqueeze(1)
+    else:
+        x = frames.permute(0, 3, 1, 2)
+    return resize_uint8(pre(x), size)
 
 
 class ChunkDecoder:
@@ -265,16 +272,16 @@ class ChunkDecoder:
         reader = self._reader(chunk.video)
         before = reader.frames_decoded
         start, stop = src.pre.start + chunk.decode_start, src.pre.start + chunk.decode_stop
-        rgb = reader.read(start, stop)
+        frames = reader.read(start, stop, grey=self.live)
         with self._lock:
             self.frames_decoded += reader.frames_decoded - before
         want = stop - start
-        if rgb.shape[0] == 0:
+        if frames.shape[0] == 0:
             raise VideoError(src.info.path, f"no frames could be decoded in frames {start}-{stop}")
-        if rgb.shape[0] < want:  # a broken tail: repeat the last good frame
-            log.warning("%s: only %d of frames %d-%d decoded", src.info.path, rgb.shape[0], start, stop)
-            rgb = np.concatenate([rgb, np.repeat(rgb[-1:], want - rgb.shape[0], axis=0)])
-        return frames_to_samples(torch.from_numpy(rgb), src.pre, self.live, self.size)
+        if frames.shape[0] < want:  # a broken tail: repeat the last good frame
+            log.warning("%s: only %d of frames %d-%d decoded", src.info.path, frames.shape[0], start, stop)
+            frames = np.concatenate([frames, np.repeat(frames[-1:], want - frames.shape[0], axis=0)])
+        return frames_to_samples(torch.from_numpy(frames), src.pre, self.live, self.size)
 
 
 def assemble(plan: BlockPlan, decoded: list[torch.Tensor], sources: list[VideoSource], k: int, live: bool):
@@ -336,6 +343,8 @@ class ReferenceLoader:
         self.decoder = ChunkDecoder(sources, d.live_frames, self.size)
         self.step = start_step
         self.samples = 0
+        self._block_decoded = 0
+        self._block_samples = 0
         self._pool = ThreadPoolExecutor(max_workers=d.decode_threads, thread_name_prefix="selfee-decode")
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfee-block")
         self._next = None  # (block index, future) of the block being prepared
@@ -346,7 +355,14 @@ class ReferenceLoader:
 
     @property
     def decoded_per_sample(self) -> float:
-        return self.frames_decoded / max(1, self.samples)
+        """Frames the decoder produced per sample drawn, over the blocks handed out so far."""
+        return self._block_decoded / max(1, self._block_samples)
+
+    def _build_counted(self, b: int):
+        # Blocks are built one at a time on the planner thread, so the counter difference is this block's.
+        before = self.frames_decoded
+        plan, batches = self._build(b)
+        return plan, batches, self.frames_decoded - before
 
     def _build(self, b: int):
         plan = self.sampler.block(b)
@@ -355,10 +371,12 @@ class ReferenceLoader:
 
     def _block(self, b: int):
         if self._next is None or self._next[0] != b:
-            self._next = (b, self._planner.submit(self._build, b))
-        value = self._next[1].result()
-        self._next = (b + 1, self._planner.submit(self._build, b + 1))
-        return value
+            self._next = (b, self._planner.submit(self._build_counted, b))
+        plan, batches, decoded = self._next[1].result()
+        self._next = (b + 1, self._planner.submit(self._build_counted, b + 1))
+        self._block_decoded += decoded
+        self._block_samples += sum(len(bp.frame) for bp in plan.batches)
+        return plan, batches
 
     def __iter__(self) -> Iterator[TrainBatch]:
         pb = self.cfg.data.pool_batches

@@ -107,7 +107,7 @@ def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: in
     reader = VideoReader(info)
     try:
         decoded = 0
-        for rgb in blocks if blocks is not None else _pyav_blocks(reader, pre, decode_block):
+        for rgb in blocks if blocks is not None else _pyav_blocks(reader, pre, decode_block, d.live_frames):
             new = frames_to_samples(rgb, pre, d.live_frames, size)
             decoded += len(rgb)
             buf = new if buf is None else torch.cat([buf, new])
@@ -121,9 +121,9 @@ def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: in
         reader.close()
 
 
-def _pyav_blocks(reader, pre, decode_block: int) -> Iterator[torch.Tensor]:
+def _pyav_blocks(reader, pre, decode_block: int, grey: bool = False) -> Iterator[torch.Tensor]:
     block: list[np.ndarray] = []
-    for _, rgb in reader.iter_frames(pre.start, pre.stop):
+    for _, rgb in reader.iter_frames(pre.start, pre.stop, grey=grey):
         block.append(rgb)
         if len(block) == decode_block:
             yield torch.from_numpy(np.stack(block))
@@ -291,7 +291,8 @@ class TorchEmbedder:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255).contiguous(memory_format=torch.channels_last)
         if self.amp is not None:
-            with torch.autocast(self.device.type, dtype=self.amp):
+            # Autocast's cache of cast weights does not mix with CUDA graph capture (PyTorch's advice).
+            with torch.autocast(self.device.type, dtype=self.amp, cache_enabled=False):
                 return self.encoder(x).float()
         return self.encoder(x).float()
 

@@ -1,10 +1,15 @@
 """Live frames: grey frames t-k, t, t+k stacked as the three channels (past, current, future).
 
 This module is the single source of truth for the rule and its edge policy. At the edges of the
-frames in use, a missing past or future frame is replaced by the current one. Grey means the luma
-of the full-range RGB frame with ITU-R BT.601 weights, rounded to 8 bits, as the original's JPEG
-path produced (``cv2.imread(..., IMREAD_GRAYSCALE)`` of frames it had written as RGB): libjpeg's
-fixed-point formula ``Y = (19595 R + 38470 G + 7471 B + 32768) >> 16``.
+frames in use, a missing past or future frame is replaced by the current one.
+
+Grey means the BT.601 luma of the full-range frame, as the original's JPEG path produced
+(``cv2.imread(..., IMREAD_GRAYSCALE)`` of the frames it had written as RGB, i.e. libjpeg's
+``Y = (19595 R + 38470 G + 7471 B + 32768) >> 16``). For 8-bit YUV video that luma is the decoder's
+Y plane (expanded to full range when the stream is limited-range), so
+``selfee.video.frame_to_grey`` reads it directly instead of converting to RGB and back; other
+sources go through RGB and :func:`rgb_to_gray`. The two agree to a few grey levels, the size of
+the rounding in FFmpeg's YUV-to-RGB conversion (tests/core/test_video.py measures it).
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from selfee.arena import ArenaWarp
+from selfee.augment import resize_uint8
 from selfee.config import PreprocessConfig
 from selfee.errors import VideoError
 from selfee.video import VideoInfo
@@ -30,9 +30,11 @@ log = logging.getLogger("selfee")
 class Preprocessor:
     """Frame window and frame transform of one video."""
 
-    def __init__(self, cfg: PreprocessConfig, info: VideoInfo, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, cfg: PreprocessConfig, info: VideoInfo, cache_dir: str | os.PathLike | None = None,
+                 grey: bool = False):
         self.cfg = cfg
         self.info = info
+        self.grey = grey  # frames arrive as T x 1 x H x W grey (live frames) rather than RGB
         self.cache_dir = cache_dir  # where the mean background is cached (default: background_cache_dir())
         self._background: torch.Tensor | None = None
         self.start, self.stop = frame_window(cfg, info)
@@ -54,15 +56,14 @@ class Preprocessor:
         return (y1 - y0, x1 - x0)
 
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        """T x 3 x H x W uint8 -> T x 3 x h x w uint8."""
+        """T x C x H x W uint8 -> T x C x h x w uint8 (C = 3 RGB, or 1 grey when ``grey``)."""
         if self.arena is not None:  # first, as in the original: warp -> background -> equalisation
             rgb = self.arena(rgb)
         x0, y0, x1, y1 = self.roi
         if (x0, y0, x1, y1) != (0, 0, self.info.width, self.info.height):
             rgb = rgb[..., y0:y1, x0:x1]
-        if self.cfg.resize is not None and tuple(rgb.shape[-2:]) != tuple(self.cfg.resize):
-            y = F.interpolate(rgb.float(), size=tuple(self.cfg.resize), mode="bilinear", antialias=True)
-            rgb = y.round_().clamp_(0, 255).to(torch.uint8)
+        if self.cfg.resize is not None:
+            rgb = resize_uint8(rgb, tuple(self.cfg.resize))
         if self.cfg.background == "mean":
             rgb = subtract_background(rgb, self.background(rgb.device))
         if self.cfg.illumination != "none":
@@ -72,7 +73,7 @@ class Preprocessor:
         return rgb
 
     def background(self, device=None) -> torch.Tensor:
-        """3 x h x w float32 mean of frames after the geometric steps, computed once and cached on disk."""
+        """C x h x w float32 mean of frames after the geometric steps, computed once and cached on disk."""
         if self._background is None:
             self._background = load_or_compute_background(self, self.cache_dir)
         if device is not None and self._background.device != torch.device(device):
@@ -163,26 +164,29 @@ def background_frames(pre: Preprocessor) -> np.ndarray:
 def _background_key(pre: Preprocessor) -> str:
     st = pre.info.path.stat()
     geometry = dataclasses.replace(pre.cfg, background="none", illumination="none", invert=False)
-    raw = repr((str(pre.info.path.resolve()), st.st_size, st.st_mtime_ns, geometry, pre.start, pre.stop))
+    raw = repr((str(pre.info.path.resolve()), st.st_size, st.st_mtime_ns, geometry, pre.start, pre.stop, pre.grey))
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def compute_background(pre: Preprocessor) -> torch.Tensor:
-    """Mean (float32, 3 x h x w) of the sampled frames after the geometric steps (arena, ROI, resize)."""
+    """Mean (float32, C x h x w) of the sampled frames after the geometric steps (arena, ROI, resize)."""
     from selfee.video import VideoReader
 
-    plain = Preprocessor(dataclasses.replace(pre.cfg, background="none", illumination="none", invert=False), pre.info)
+    plain = Preprocessor(dataclasses.replace(pre.cfg, background="none", illumination="none", invert=False), pre.info,
+                         grey=pre.grey)
     idx = background_frames(pre) + pre.start
     total, count = None, 0
     with VideoReader(pre.info) as reader:
         span = int(idx[-1] - idx[0]) + 1
         if span <= 8 * len(idx):  # dense: one sequential read
             wanted = set(idx.tolist())
-            frames = (f for i, f in reader.iter_frames(int(idx[0]), int(idx[-1]) + 1) if i in wanted)
+            frames = (f for i, f in reader.iter_frames(int(idx[0]), int(idx[-1]) + 1, grey=pre.grey) if i in wanted)
         else:  # sparse: one seek per sample
-            frames = (f for i in idx.tolist() for f in reader.read(i, i + 1))
+            frames = (f for i in idx.tolist() for f in reader.read(i, i + 1, grey=pre.grey))
         for f in frames:
-            y = plain(torch.from_numpy(f).permute(2, 0, 1)[None]).double().sum(0)
+            x = torch.from_numpy(f)
+            x = x[None, None] if pre.grey else x.permute(2, 0, 1)[None]
+            y = plain(x).double().sum(0)
             total = y if total is None else total + y
             count += 1
     if not count:

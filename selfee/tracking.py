@@ -115,7 +115,7 @@ def limited_range(frame) -> bool:
 
 def decoded_frames(reader: VideoReader, start: int, stop: int):
     """(index, av.VideoFrame) in [start, stop), through the project's one decoding path."""
-    for i, frame in reader._frames_from(start):
+    for i, frame in reader.frames(start):
         if i >= stop:
             break
         yield i, frame

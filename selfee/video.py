@@ -191,8 +191,8 @@ class VideoReader:
         self.close()
 
     # -- decoding -------------------------------------------------------------------------------
-    def _frames_from(self, start: int) -> Iterator[tuple[int, object]]:
-        """(index, av.VideoFrame) pairs from ``start`` on, in presentation order."""
+    def frames(self, start: int = 0) -> Iterator[tuple[int, object]]:
+        """(index, av.VideoFrame) pairs from ``start`` on, in presentation order (decoded, not converted)."""
         av = _av()
         container, stream = self._open()
         info = self.info
@@ -223,30 +223,72 @@ class VideoReader:
         except av.error.FFmpegError as exc:
             raise VideoError(info.path, f"decoding failed ({_reason(exc)})") from None
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Frames ``[start, stop)`` as T x H x W x 3 uint8. Fewer if the video ends early."""
+    def read(self, start: int, stop: int, grey: bool = False) -> np.ndarray:
+        """Frames ``[start, stop)`` as T x H x W x 3 uint8 RGB (T x H x W grey with ``grey``).
+
+        Fewer frames if the video ends early; a frame that fails to decode mid-run repeats its
+        predecessor so that indices stay aligned.
+        """
+        convert = frame_to_grey if grey else frame_to_rgb
         out = []
         expected = start
-        for i, frame in self._frames_from(start):
+        for i, frame in self.frames(start):
             if i >= stop:
                 break
-            arr = frame.to_ndarray(format="rgb24")
-            while expected < i and out:  # a frame that failed to decode: repeat its predecessor
+            arr = convert(frame)
+            while expected < i and out:
                 out.append(out[-1])
                 expected += 1
             out.append(arr)
             expected = i + 1
         if not out:
-            return np.zeros((0, self.info.height, self.info.width, 3), np.uint8)
+            shape = (0, self.info.height, self.info.width) + (() if grey else (3,))
+            return np.zeros(shape, np.uint8)
         return np.stack(out)
 
-    def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Every decoded frame from ``start`` to ``stop`` (exclusive) in order: (index, H x W x 3 uint8)."""
+    def iter_frames(self, start: int = 0, stop: int | None = None, grey: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Every decoded frame from ``start`` to ``stop`` (exclusive) in order: (index, H x W x 3 RGB uint8),
+        or (index, H x W grey uint8) with ``grey``."""
+        convert = frame_to_grey if grey else frame_to_rgb
         stop = self.info.frames if stop is None else stop
-        for i, frame in self._frames_from(start):
+        for i, frame in self.frames(start):
             if i >= stop:
                 break
-            yield i, frame.to_ndarray(format="rgb24")
+            yield i, convert(frame)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame conversion
+# ---------------------------------------------------------------------------------------------
+
+# 8-bit formats whose first plane is the luma Y'. "j" formats are full range.
+_Y8_FORMATS = {"yuv420p", "yuv422p", "yuv444p", "yuv410p", "yuv411p", "yuv440p", "nv12", "nv21", "nv16",
+               "yuva420p", "yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "gray"}
+_FULL_RANGE_FORMATS = {"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "gray"}
+# limited (16..235) -> full (0..255) range luma
+_EXPAND = np.clip(np.floor((np.arange(256) - 16) * 255.0 / 219.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+def frame_to_rgb(frame) -> np.ndarray:
+    """H x W x 3 uint8 full-range RGB (FFmpeg's conversion)."""
+    return frame.to_ndarray(format="rgb24")
+
+
+def frame_to_grey(frame) -> np.ndarray:
+    """H x W uint8 grey: the frame's BT.601 luma at full range (see ``selfee.live_frames``).
+
+    For 8-bit YUV the decoder's luma plane is that luma already (expanded from limited range
+    when needed), so no RGB conversion is made; other formats go through RGB and the formula.
+    """
+    name = frame.format.name
+    if name not in _Y8_FORMATS:
+        from selfee.live_frames import rgb_to_gray_np
+
+        return rgb_to_gray_np(frame_to_rgb(frame))
+    plane = frame.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+    full = name in _FULL_RANGE_FORMATS or getattr(frame, "color_range", 0) == 2  # AVCOL_RANGE_JPEG
+    return np.ascontiguousarray(y) if full else _EXPAND[y]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -190,7 +190,8 @@ def test_working_size_and_resize():
     x = torch.randint(0, 256, (2, 1, 50, 60), dtype=torch.uint8)
     y = resize_uint8(x, (25, 30))
     ref = TF.resize(x.float(), [25, 30], antialias=True).round().clamp(0, 255).to(torch.uint8)
-    assert (y == ref).all()
+    assert (y.int() - ref.int()).abs().max() <= 1  # the CPU's uint8 kernel rounds in fixed point
+    assert (y != ref).float().mean() < 0.5
     assert resize_uint8(x, (50, 60)) is x
 
 

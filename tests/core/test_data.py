@@ -9,8 +9,8 @@ from conftest import numbered_frames, write_video
 from selfee.augment import resize_uint8
 from selfee.config import SelfeeConfig
 from selfee.data import ReferenceLoader, Sampler, TorchPipeline, make_sources, plan_chunks, split_range
-from selfee.live_frames import neighbor_indices, rgb_to_gray
-from selfee.video import probe
+from selfee.live_frames import neighbor_indices
+from selfee.video import frame_to_grey, probe
 
 
 def cfg_for(**over):
@@ -36,10 +36,10 @@ def videos(tmp_path_factory):
 
 
 def reference_grey(path, size):
+    """Every frame through the reference grey rule and resize, decoded sequentially."""
     with av.open(str(path)) as c:
-        rgb = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    g = rgb_to_gray(torch.from_numpy(rgb), channels_last=True).unsqueeze(1)
-    return resize_uint8(g, size)[:, 0]
+        g = np.stack([frame_to_grey(f) for f in c.decode(video=0)])
+    return resize_uint8(torch.from_numpy(g).unsqueeze(1), size)[:, 0]
 
 
 def test_chunks_partition_centres_and_start_at_keyframes(videos):

@@ -1,6 +1,7 @@
 """PyAV reading: probing without decoding, frame-exact seeks, clear errors, input expansion."""
 
 import av
+import numpy as np
 import pytest
 
 from conftest import numbered_frames, real_video, write_video
@@ -119,3 +120,36 @@ def test_real_videos_probe(shared_data):
     assert frames.shape == (3, 480, 640, 3)
     for i in range(3):
         assert (frames[i] == seq[300 + i]).all()
+
+
+def test_grey_is_the_luma_of_the_rgb_frame(tmp_path):
+    """The luma plane (range-expanded) and the BT.601 formula on FFmpeg's RGB agree to its rounding."""
+    from selfee.live_frames import rgb_to_gray_np
+    from selfee.video import frame_to_grey
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(30, 220, (6, 48, 64, 3), dtype=np.uint8)
+    frames[..., 1] = frames[..., 0]  # greyish, like behaviour videos
+    frames[..., 2] = frames[..., 0]
+    for pix in ("yuv420p", "yuv444p", "yuvj420p"):
+        p = write_video(tmp_path / f"{pix}.mp4", frames, pix_fmt=pix, crf=0)
+        with av.open(str(p)) as c:
+            for f in c.decode(video=0):
+                a = frame_to_grey(f).astype(int)
+                b = rgb_to_gray_np(f.to_ndarray(format="rgb24")).astype(int)
+                assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 1.0, pix
+    # an RGB source goes through the formula itself
+    f = av.VideoFrame.from_ndarray(frames[0], format="rgb24")
+    assert (frame_to_grey(f) == rgb_to_gray_np(frames[0])).all()
+
+
+@pytest.mark.realdata
+def test_grey_on_real_videos(shared_data):
+    from selfee.live_frames import rgb_to_gray_np
+    from selfee.video import frame_to_grey
+
+    for name in ("mouse_video.mp4", "20190128_113421.120s.mp4", "m3v1mp4.mp4"):
+        with av.open(str(real_video(shared_data, name))) as c:
+            f = next(c.decode(video=0))
+            d = np.abs(frame_to_grey(f).astype(int) - rgb_to_gray_np(f.to_ndarray(format="rgb24")).astype(int))
+            assert d.max() <= 3 and d.mean() < 2.0, name

@@ -8,7 +8,7 @@ import torch
 
 from selfee.augment import resize_uint8
 from selfee.config import SelfeeConfig
-from selfee.live_frames import rgb_to_gray
+from selfee.video import frame_to_grey
 
 
 def cfg_for(**over) -> SelfeeConfig:
@@ -48,8 +48,9 @@ def decode_rgb(path) -> np.ndarray:
 
 def reference_grey(path, size) -> torch.Tensor:
     """T x h x w: every frame of ``path`` through the reference grey rule and resize."""
-    g = rgb_to_gray(torch.from_numpy(decode_rgb(path)), channels_last=True).unsqueeze(1)
-    return resize_uint8(g, size)[:, 0]
+    with av.open(str(path)) as c:
+        g = np.stack([frame_to_grey(f) for f in c.decode(video=0)])
+    return resize_uint8(torch.from_numpy(g).unsqueeze(1), size)[:, 0]
 
 
 def as_uint8(view: torch.Tensor) -> torch.Tensor:

@@ -73,10 +73,11 @@ def test_vp9_goes_through_dalis_cpu_decoder(vp9, caplog):
     for b in take(pipe, 6):
         idx = neighbor_indices(b.frame, 2, sources[0].frames)
         ours = as_uint8(b.view1).int()
-        # DALI converts YUV to RGB itself, more accurately than swscale's default (the reference's):
-        # a little closer to the frames that were encoded, about one grey level off the reference
+        # DALI converts YUV to RGB itself (then the luma formula); the reference reads the luma plane:
+        # both stay about one grey level from the frames that were encoded, and from each other
         assert (ours - ref[idx].int()).abs().float().mean() < 2.0
-        assert (ours - source[idx].int()).abs().float().mean() <= (ref[idx].int() - source[idx].int()).abs().float().mean()
+        assert (ours - source[idx].int()).abs().float().mean() < 1.5
+        assert (ref[idx].int() - source[idx].int()).abs().float().mean() < 1.5
 
 
 def test_augmented_views_follow_the_reference_draws(videos):
