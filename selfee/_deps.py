@@ -56,13 +56,16 @@ def require(name: str, feature: str) -> ModuleType:
         ) from exc
 
 
-def dali_component(kind: str, module: str, attr: str, feature: str):
+def dali_component(kind: str, module: str, attr: str, feature: str, device=None):
     """The DALI implementation of ``feature`` when ``kind`` asks for it ("dali") or allows it ("auto").
 
     Returns None when the PyTorch reference should be used instead: ``kind`` is "torch", or it is
-    "auto" and DALI (or its implementation) is not available here.
+    "auto" and DALI (or its implementation) is not available here, or the work runs on the CPU,
+    where the reference lane measured faster than DALI's CPU lane (bench/RESULTS.md).
     """
     if kind not in ("dali", "auto") or (kind == "auto" and not available("nvidia.dali")):
+        return None
+    if kind == "auto" and (device is None or str(device).split(":")[0] != "cuda"):
         return None
     require("nvidia.dali", feature)
     try:

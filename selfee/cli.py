@@ -75,7 +75,7 @@ def train(
     init: str = typer.Option(None, help="Initial weights: none, imagenet (paper) or a checkpoint (either format)."),
     amp: str = typer.Option(None, help="auto (bf16 on GPU, off on CPU), bf16, fp16 or off."),
     device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    pipeline: str = typer.Option(None, help="Data pipeline: auto (DALI where installed), dali, torch or synthetic."),
+    pipeline: str = typer.Option(None, help="Data pipeline: auto (DALI on a GPU, else torch), dali, torch or synthetic."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ):

@@ -236,7 +236,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 (with a grad scaler) | off
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
-    pipeline: str = "auto"  # auto (dali where installed) | dali | torch | synthetic
+    pipeline: str = "auto"  # auto (DALI on a GPU where installed, else torch) | dali | torch | synthetic
     sync_bn: bool = False  # SyncBatchNorm under torchrun
     seed: int = 0
     checkpoint_every: int = 5_000
@@ -269,7 +269,7 @@ class EmbedConfig:
     window: int = 0  # > 1: also save the original's windowed average pooling over this many frames
     backend: str = "auto"  # auto (from the weights file) | torch | torchscript | onnx | tensorrt
     device: str = "auto"
-    pipeline: str = "auto"  # frame source: auto (DALI where installed) | dali | torch (PyAV reference)
+    pipeline: str = "auto"  # frame source: auto (DALI on a GPU where installed) | dali | torch (PyAV reference)
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)

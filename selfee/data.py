@@ -461,14 +461,16 @@ class SyntheticPipeline:
 def build_pipeline(cfg: SelfeeConfig, sources, device, split="train", start_step=0, rank=0, world=1):
     """The training data pipeline chosen by ``train.pipeline``; all yield :class:`ViewBatch`.
 
-    ``auto`` takes DALI where it is installed (GPU decode and augmentation; its CPU lane
-    otherwise) and the reference torch pipeline elsewhere.
+    ``auto`` takes DALI for a GPU where DALI is installed (NVDEC decode, GPU augmentation) and the
+    reference torch pipeline on the CPU, where it measured faster than DALI's CPU lane
+    (bench/RESULTS.md); ``dali`` forces DALI (its CPU lane on the CPU).
     """
     from selfee._deps import dali_component
 
     if cfg.train.pipeline == "synthetic":
         return SyntheticPipeline(cfg, device)
-    dali = dali_component(cfg.train.pipeline, "selfee.pipelines.train", "DaliTrainPipeline", "the DALI training pipeline")
+    dali = dali_component(cfg.train.pipeline, "selfee.pipelines.train", "DaliTrainPipeline", "the DALI training pipeline",
+                          device)
     if dali is not None:
         return dali(sources, cfg, device, split, start_step, rank, world)
     return TorchPipeline(sources, cfg, device, split, start_step, rank, world)

@@ -141,7 +141,7 @@ def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu") -> Iter
     from selfee._deps import dali_component
 
     dali = dali_component(cfg.embed.pipeline, "selfee.pipelines.embed", "dali_embed_batches",
-                          "the DALI embedding pipeline")
+                          "the DALI embedding pipeline", device)
     if dali is not None:
         return dali(src, cfg, batch_size, device)
     return iter_embed_batches(src, cfg, batch_size)
