@@ -78,6 +78,8 @@ def train(
     pipeline: str = typer.Option(None, help="Data pipeline: auto (DALI on a GPU, else torch), dali, torch or synthetic."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    corners: str = typer.Option(None, help="Arena corners: a JSON/CSV file, a folder of <stem>.json/.csv, or 'x,y x,y x,y x,y'."),
+    arena: str = typer.Option(None, help="Arena kind for --corners: open_field or plus_maze."),
 ):
     """Train Selfee (SimSiam + CLD on live frames) on videos, no frame extraction needed.
 
@@ -104,7 +106,7 @@ def train(
     )
     if not videos and cfg.train.pipeline != "synthetic":
         raise typer.BadParameter("give at least one video, folder or glob", param_hint="VIDEOS")
-    summary = run_training(cfg, videos or [], out, resume=resume)
+    summary = run_training(cfg, videos or [], out, resume=resume, corners=corners, arena=arena)
     if summary:
         typer.echo(
             f"done: step {summary['step']}, loss {summary.get('loss', float('nan')):.4f}; checkpoints in {out}"

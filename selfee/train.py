@@ -478,8 +478,14 @@ def run_training(
     out_dir: str | os.PathLike,
     resume: bool = False,
     show_progress: bool = True,
+    corners=None,
+    arena: str | None = None,
 ) -> dict:
-    """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise."""
+    """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise.
+
+    ``corners`` (a corner file, a folder of ``<stem>.json``/``.csv`` or the corners as text) adds
+    per-video arena correction of kind ``arena`` (see ``selfee.arena.apply_corners``).
+    """
     from selfee.data import build_pipeline, make_sources
     from selfee.video import expand_inputs, probe_many
 
@@ -496,13 +502,16 @@ def run_training(
     dist, device = init_distributed(cfg.train.device)
     if dist.enabled and cfg.optim.batch_size % dist.world:
         raise SelfeeError(f"optim.batch_size={cfg.optim.batch_size} must be divisible by the {dist.world} processes")
-    local_cfg = cfg.replace(**{"optim.batch_size": cfg.optim.batch_size // dist.world}) if dist.enabled else cfg
 
     sources = []
     if cfg.train.pipeline != "synthetic":
         paths = expand_inputs(videos)
         if not paths:
             raise SelfeeError("no videos given")
+        if corners is not None and not resume:
+            from selfee.arena import apply_corners
+
+            cfg = apply_corners(cfg, paths, corners, arena)
         infos, bad = probe_many(paths, min_frames=cfg.data.min_frames)
         if not infos:
             raise SelfeeError(f"none of the {len(paths)} videos can be used (see the messages above)")
@@ -512,6 +521,7 @@ def run_training(
         )
 
     # The trainer's global config (for the schedule); pipelines draw per-rank batches.
+    local_cfg = cfg.replace(**{"optim.batch_size": cfg.optim.batch_size // dist.world}) if dist.enabled else cfg
     trainer = Trainer(cfg, out_dir, device=device, dist=dist)
     if resume:
         trainer.load(out_dir / "last.pt")

@@ -168,3 +168,13 @@ def test_ddp_on_cpu_keeps_ranks_identical_and_shards_disjoint(tmp_path, video):
     for k, v in r0["params"].items():
         assert torch.allclose(v, r1["params"][k], atol=1e-6), k
     assert (tmp_path / "last.pt").exists() and not (tmp_path / "rank1").exists()
+
+
+def test_train_with_arena_corners(tmp_path, video):
+    cfg = tiny_cfg("optim.steps=1", "train.checkpoint_every=1")
+    corners = tmp_path / "corners.json"
+    corners.write_text('{"corners": [[4, 4], [60, 4], [60, 44], [4, 44]], "size": 40}')
+    run_training(cfg, [video], tmp_path / "run", show_progress=False, corners=corners)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]
+    entry = saved["data"]["videos"]["train.mp4"]
+    assert entry["arena"] == "open_field" and entry["arena_size"] == 40
