@@ -119,24 +119,44 @@ def export_for(backend: str, weights: Path, out: Path, precision: str, batch: in
 
 
 def run_backends(cfg: SelfeeConfig, weights: Path, video: Path | None, backends, device: str, batch: int,
-                 precision: str = "fp16", iters: int = 4, repeats: int = 3, work: Path | None = None) -> list[dict]:
-    """One row per backend: model-only and end-to-end frames/s (or the error that stopped it)."""
-    rows = []
+                 precision: str = "fp16", iters: int = 4, repeats: int = 3, work: Path | None = None,
+                 rounds: int = 1) -> list[dict]:
+    """One row per backend: model-only and end-to-end frames/s (or the error that stopped it).
+
+    The backends are measured in turn, ``rounds`` times over, and each figure is the median of
+    its rounds: on a shared machine, load that comes and goes then weighs on every backend alike.
+    """
+    rows, embedders = [], {}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for backend in backends:
             row = {"backend": backend, "device": device, "batch_size": batch,
                    "precision": _precision(backend, device, precision)}
             try:
                 path = export_for(backend, weights, Path(tmp), precision, batch)
-                embedder, _ = load_embedder(path, backend, device)
-                row.update(model_only(embedder, cfg.data.input_size, batch, iters, repeats))
-                if video is not None:
-                    row.update(end_to_end(embedder, cfg, weights, video, batch))
-                    row["pipeline"] = _pipeline_kind(cfg)
+                embedders[backend] = load_embedder(path, backend, device)[0]
             except Exception as exc:  # a backend that cannot run here (missing package, no GPU, ...)
                 row["error"] = f"{type(exc).__name__}: {exc}"[:160]
             rows.append(row)
-            log.info("%s", table(rows[-1:], COLUMNS))
+        samples: dict[str, dict[str, list]] = {b: {} for b in embedders}
+        for _ in range(rounds):
+            for backend, embedder in embedders.items():
+                try:
+                    got = model_only(embedder, cfg.data.input_size, batch, iters, repeats)
+                    if video is not None:
+                        got.update(end_to_end(embedder, cfg, weights, video, batch))
+                except Exception as exc:
+                    got = {"error": f"{type(exc).__name__}: {exc}"[:160]}
+                for k, v in got.items():
+                    samples[backend].setdefault(k, []).append(v)
+        for row in rows:
+            for k, values in samples.get(row["backend"], {}).items():
+                row[k] = values[-1] if isinstance(values[0], str) else float(np.median(values))
+            if "frames" in row:
+                row["frames"] = int(row["frames"])
+                row["pipeline"] = {"torch": "pyav"}.get(cfg.embed.pipeline, cfg.embed.pipeline)
+            if rounds > 1 and "model_fps" in row:
+                row["rounds"] = rounds
+            log.info("%s", table([row], COLUMNS))
     return rows
 
 
@@ -144,19 +164,6 @@ def _precision(backend: str, device: str, precision: str) -> str:
     if backend in ("torchscript", "tensorrt"):
         return precision
     return "bf16 autocast" if backend == "torch" and device.startswith("cuda") else "fp32"
-
-
-def _pipeline_kind(cfg: SelfeeConfig) -> str:
-    from selfee._deps import available
-
-    kind = cfg.embed.pipeline
-    if kind == "torch" or (kind == "auto" and not available("nvidia.dali")):
-        return "pyav"
-    try:
-        from selfee.pipelines.embed import dali_embed_batches  # noqa: F401
-    except ImportError:
-        return "pyav" if kind == "auto" else "dali (unavailable)"
-    return "dali"
 
 
 def main(argv=None):
@@ -173,6 +180,7 @@ def main(argv=None):
                    "(default: fp16 on GPU, fp32 on CPU)")
     p.add_argument("--iters", type=int, default=4, help="batches per timed model-only repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1, help="measure all backends in turn this many times (medians)")
     p.add_argument("--video", default=None, help="video for end-to-end (default: a generated 640x480 H.264 clip)")
     p.add_argument("--video-frames", type=int, default=None, help="frames of the generated clip (default 3000 GPU, 64 CPU)")
     p.add_argument("--no-end-to-end", action="store_true")
@@ -191,7 +199,7 @@ def main(argv=None):
                                                                         args.video_frames or (3000 if gpu else 64))
         precision = args.precision or ("fp16" if gpu else "fp32")
         rows = run_backends(cfg, weights, video, args.backends, args.device, batch, precision, args.iters,
-                            args.repeats)
+                            args.repeats, rounds=args.rounds)
     env = environment()
     path = save_results("embed", [{**r, "arch": args.arch, "size": list(args.size)} for r in rows], args.out)
     print(f"\n{args.arch} ({args.proj_dim}-d), {args.size[0]}x{args.size[1]}, batch {batch}, on "

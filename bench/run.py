@@ -40,7 +40,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("resnet18", 128, (64, 64), 32, 8, 96, (320, 240), 2, 2, 1, 4),
+    "quick": Profile("resnet18", 128, (64, 64), 32, 16, 96, (320, 240), 2, 2, 1, 4),
     "full": Profile("resnet50", 2048, (256, 192), 256, 256, 3000, (640, 480), 8, 3, 10, 20),
 }
 
@@ -86,37 +86,39 @@ def _rate(measure_name: str, what: str, fn, unit: str, detail: str = "") -> dict
 
 
 def pipeline_rows(cfg, video: Path, device: torch.device, batches: int) -> list[dict]:
-    """Training-pipeline samples/s (decode + live frames + two augmented views on the device)."""
-    from selfee.data import build_pipeline, make_sources
+    """Training-pipeline samples/s (decode, live frames, two augmented views on the device): the PyTorch
+    reference and the DALI pipeline, timed as bench/pipeline.py times them."""
+    from selfee.bench.pipeline import time_batches
+    from selfee.data import TorchPipeline, make_sources
     from selfee.video import probe
 
+    sources = make_sources([probe(video)], cfg)
+    makers = [("reference (PyAV + torch)", lambda: TorchPipeline(sources, cfg, device))]
+    try:
+        from selfee.pipelines.train import DaliTrainPipeline
+
+        dali_cfg = cfg.replace(**{"train.pipeline": "dali"})
+        makers.append((f"DALI ({device.type})", lambda: DaliTrainPipeline(sources, dali_cfg, device)))
+    except ImportError as exc:
+        makers.append((f"DALI: unavailable ({exc})", None))
     rows = []
-    for kind in ("auto", "torch"):
-        c = cfg.replace(**{"train.pipeline": kind})
-        try:
-            pipe = build_pipeline(c, make_sources([probe(video)], c), device)
-        except Exception as exc:
-            rows.append({"measure": "pipeline", "what": kind, "error": f"{type(exc).__name__}: {exc}"[:160]})
+    detail = f"batch {cfg.optim.batch_size}, two views"
+    for name, make in makers:
+        if make is None:
+            rows.append({"measure": "pipeline", "what": "DALI", "error": name})
             continue
-        name = getattr(pipe, "name", type(pipe).__name__)
-        if kind == "torch" and any(r.get("what") == name for r in rows):
-            pipe.close()
-            continue  # auto already was the torch reference
-        it = iter(pipe)
 
-        def run(it=it):
-            n = 0
-            for _ in range(batches):
-                n += next(it).view1.shape[0]
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return n
+        def run(make=make):
+            pipe = make()
+            try:
+                return time_batches(iter(pipe), batches, cfg.optim.batch_size, device)
+            finally:
+                pipe.close()
 
         try:
-            next(it)  # start-up (first decode, graph build) is not throughput
-            rows.append(_rate("pipeline", name, run, "samples/s", f"batch {c.optim.batch_size}, two views"))
-        finally:
-            pipe.close()
+            rows.append({"measure": "pipeline", "what": name, "value": run(), "unit": "samples/s", "detail": detail})
+        except Exception as exc:  # a lane that cannot run here
+            rows.append({"measure": "pipeline", "what": name, "error": f"{type(exc).__name__}: {exc}"[:160]})
     return rows
 
 
@@ -181,7 +183,9 @@ def summary(rows: list[dict], path: Path) -> str:
     where = env.get("gpu") or env["cpu"]
     head = (f"{where}; torch {env['torch']}, DALI {env['dali']}, ONNX Runtime {env['onnxruntime']}, "
             f"TensorRT {env['tensorrt']}" + (f", driver {env.get('driver')}" if env.get("driver") else ""))
-    return f"{head}\n{table(rows, COLUMNS)}\nsaved {path}"
+    shown = [{**r, "error": r["error"][:90] + "..." if len(r["error"]) > 90 else r["error"]} if "error" in r else r
+             for r in rows]
+    return f"{head}\n{table(shown, COLUMNS)}\nsaved {path}"
 
 
 def main(argv=None):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-import torch
 
-from selfee.checkpoint import atomic_save
+from selfee.bench.embed import random_checkpoint
+from selfee.checkpoint import load_model
 from selfee.config import SelfeeConfig
-from selfee.model import Selfee
 
 # ResNet-18 with a 16-d projector at 32 x 48, k = 2; frames from the PyAV reference decoder.
 CFG = SelfeeConfig.load(
@@ -33,11 +32,8 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """(checkpoint path, eager model) of a seeded, untrained tiny Selfee."""
-    torch.manual_seed(0)
-    model = Selfee(CFG.model).eval()
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    atomic_save({"format": "selfee-fast", "version": 1, "model": model.state_dict(), "config": CFG.to_dict()}, path)
-    return path, model
+    path = random_checkpoint(CFG, tmp_path_factory.mktemp("weights") / "tiny.pt", seed=0)
+    return path, load_model(path)[0]
 
 
 @pytest.fixture(scope="session")

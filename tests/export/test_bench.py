@@ -33,6 +33,6 @@ def test_embedding_rows_model_only_and_end_to_end(tiny, tmp_path):
     rows = run_backends(CFG, tiny[0], video, ["torch", "tensorrt"], "cpu", batch=8, iters=1, repeats=1)
     torch_row, trt_row = rows
     assert torch_row["model_fps"] > 0 and torch_row["end_to_end_fps"] > 0
-    assert torch_row["frames"] == decoded_count(video) and torch_row["pipeline"] == "pyav"
+    assert torch_row["frames"] == decoded_count(video) and torch_row["pipeline"] == "pyav"  # embed.pipeline=torch
     if not (available("tensorrt") and torch.cuda.is_available()):
         assert "error" in trt_row and ("tensorrt" in trt_row["error"].lower() or "GPU" in trt_row["error"])
