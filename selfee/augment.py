@@ -137,33 +137,29 @@ def affine_theta(params: AugmentParams, src_hw, out_hw) -> torch.Tensor:
     return theta
 
 
-def crop_frame_theta(params: AugmentParams, out_hw) -> torch.Tensor:
-    """N x 2 x 3: normalized output coordinates -> the un-rotated, un-flipped output frame.
-
-    A point whose image lies outside [-1, 1]^2 under this map falls outside the resized crop
-    before rotation, where the original's rotation filled black.
-    """
-    oh, ow = out_hw
-    rad = params.angle * (math.pi / 180.0)
-    c, s = torch.cos(rad), torch.sin(rad)
-    fa = 1.0 - 2.0 * params.hflip.to(c.dtype)
-    fb = 1.0 - 2.0 * params.vflip.to(c.dtype)
-    theta = torch.zeros(c.shape[0], 2, 3, dtype=c.dtype, device=c.device)
-    theta[:, 0, 0] = c * fa
-    theta[:, 0, 1] = -s * fb * (oh / ow)
-    theta[:, 1, 0] = s * fa * (ow / oh)
-    theta[:, 1, 1] = c * fb
-    return theta
-
-
 def sampling_grid(params: AugmentParams, src_hw, out_hw, dtype=torch.float32) -> torch.Tensor:
-    """N x h x w x 2 grid for ``grid_sample``; points outside the rotated crop are sent off the frame."""
-    n = params.angle.shape[0]
-    size = [n, 1, *out_hw]
-    grid = F.affine_grid(affine_theta(params, src_hw, out_hw).to(dtype), size, align_corners=False)
-    frame = F.affine_grid(crop_frame_theta(params, out_hw).to(dtype), size, align_corners=False)
-    outside = frame.abs_().amax(dim=-1, keepdim=True) > 1 + 1e-6
-    return grid.masked_fill_(outside, -4.0)  # zeros padding -> black
+    """N x h x w x 2 grid for ``grid_sample``; points outside the rotated crop are sent off the frame.
+
+    Built by broadcasting (what ``affine_grid`` computes, without its batched matrix product). A
+    point lies outside the rotated crop exactly when its source position lies outside the crop
+    rectangle (the crop is axis-aligned in the source), so one grid gives both.
+    """
+    H, W = src_hw
+    oh, ow = out_hw
+    theta = affine_theta(params, src_hw, out_hw).to(dtype)  # N x 2 x 3
+    dev = theta.device
+    xs = (torch.arange(ow, device=dev, dtype=dtype) * 2 + 1) / ow - 1  # pixel centres, align_corners=False
+    ys = (torch.arange(oh, device=dev, dtype=dtype) * 2 + 1) / oh - 1
+    n = theta.shape[0]
+    grid = torch.empty(n, oh, ow, 2, dtype=dtype, device=dev)
+    outside = torch.zeros(n, oh, ow, dtype=torch.bool, device=dev)
+    half = torch.stack([params.crop[:, 2] / W, params.crop[:, 3] / H], 1).to(dtype) * (1 + 1e-6)  # N x 2
+    for axis in range(2):
+        t = theta[:, axis]
+        d = t[:, 0].view(n, 1, 1) * xs.view(1, 1, ow) + t[:, 1].view(n, 1, 1) * ys.view(1, oh, 1)  # offset from the crop centre
+        outside |= d.abs() > half[:, axis].view(n, 1, 1)
+        torch.add(d, t[:, 2].view(n, 1, 1), out=grid[..., axis])
+    return grid.masked_fill_(outside.unsqueeze(-1), -4.0)  # zeros padding -> black
 
 
 def geometric(x: torch.Tensor, params: AugmentParams, out_hw, scale: float = 1.0) -> torch.Tensor:
@@ -221,65 +217,63 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """
     r, g, b = x.unbind(1)
     maxc = torch.maximum(torch.maximum(r, g), b)
-    minc = torch.minimum(torch.minimum(r, g), b)
-    chroma = maxc - minc
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    h = torch.where(
-        maxc == r,
-        (g - b) / safe,
-        torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
-    )
-    h.add_((6.0 * shift).view(-1, 1, 1).to(h.dtype)).remainder_(6.0)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    # 6 h before the modulo, in [-1, 5): (g - b) / c on red's sector, 2 + (b - r) / c, 4 + (r - g) / c.
+    h = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0)))
+    h.div_(torch.where(chroma > 0, chroma, torch.ones_like(chroma)))
+    h.add_((6.0 * shift).view(-1, 1, 1).to(h.dtype))
     out = torch.empty_like(x)
     for channel, n in enumerate((5.0, 3.0, 1.0)):
         k = (h + n).remainder_(6.0)
         w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-        torch.sub(maxc, chroma * w, out=out[:, channel])
+        torch.sub(maxc, w.mul_(chroma), out=out[:, channel])
     return out
 
 
 def jitter(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue, each sample in its own random order.
-
-    Brightness, contrast and saturation are all ``clamp(f x + (1 - f) base)`` with base 0, the
-    image's mean grey and the per-pixel grey: at each of the four positions one blend over the
-    whole batch applies whichever of them each sample has there (identity for hue), then hue runs
-    on the samples whose turn it is.
-    """
-    n = x.shape[0]
-    ones = torch.ones(n, dtype=x.dtype, device=x.device)
-    w = torch.tensor(BT601, dtype=x.dtype, device=x.device)
-    for pos in range(4):
-        op = params.order[:, pos]
-        f = torch.where(op == 0, params.brightness.to(x.dtype), ones)
-        f = torch.where(op == 1, params.contrast.to(x.dtype), f)
-        f = torch.where(op == 2, params.saturation.to(x.dtype), f)
-        fv = f.view(n, 1, 1, 1)
-        base = None
-        if (op == 1).any():  # mean grey = grey of the channel means (grey is linear)
-            mean = (x.mean(dim=(2, 3)) @ w).view(n, 1, 1, 1)
-            base = mean * (op == 1).view(n, 1, 1, 1)
-        if (op == 2).any():
-            grey = torch.einsum("nchw,c->nhw", x, w).unsqueeze(1) * (op == 2).view(n, 1, 1, 1)
-            base = grey if base is None else base + grey
-        if ((op == 0) | (op == 1) | (op == 2)).any():
-            x = x.mul(fv)
-            if base is not None:
-                x.add_(base * (1 - fv))
-            x.clamp_(0, 1)
-        sel = (op == 3).nonzero().flatten()
-        if sel.numel():
-            x[sel] = adjust_hue(x[sel], params.hue[sel])
-    return x
+    """Brightness, contrast, saturation and hue, each sample in its own random order."""
+    return _colour(x, params, None, with_turbo=False)
 
 
 def colour(x: torch.Tensor, params: AugmentParams, table: torch.Tensor | None = None) -> torch.Tensor:
     """Turbo (per sample with probability) then the four jitters, in each sample's own order."""
-    x = x.clone()
-    sel = params.turbo.nonzero().flatten()
-    if sel.numel():
-        x[sel] = turbo(x[sel], table)
-    return jitter(x, params)
+    return _colour(x, params, table, with_turbo=True)
+
+
+def _colour(x: torch.Tensor, params: AugmentParams, table, with_turbo: bool) -> torch.Tensor:
+    """Samples are grouped by what they get (Turbo or not, and the order of the four jitters: 48
+    groups at most), and each group gets its operators in turn on its own rows: every operator runs
+    once per sample, with no masks over the batch. ``x`` is not modified."""
+    if x.shape[0] == 0:
+        return x.clone()
+    dt = x.dtype
+    factors = [params.brightness.to(dt), params.contrast.to(dt), params.saturation.to(dt)]
+    w = torch.tensor(BT601, dtype=dt, device=x.device)
+    key = (params.order * torch.tensor([64, 16, 4, 1], device=params.order.device)).sum(1)
+    if with_turbo:
+        key = key + 256 * params.turbo.to(key.dtype)
+    key = key.cpu()
+    out = torch.empty_like(x)
+    for k in key.unique().tolist():
+        rows = (key == k).nonzero().flatten().to(x.device)
+        y = x.index_select(0, rows)
+        if k >= 256:
+            y = turbo(y, table)
+        for op in (k // 64 % 4, k // 16 % 4, k // 4 % 4, k % 4):
+            if op == 3:
+                y = adjust_hue(y, params.hue[rows])
+                continue
+            f = factors[op][rows].view(-1, 1, 1, 1)
+            if op == 0:
+                y = y.mul_(f).clamp_(0, 1)
+                continue
+            if op == 1:  # mean grey = grey of the channel means (grey is linear)
+                base = (y.mean(dim=(2, 3)) @ w).view(-1, 1, 1, 1)
+            else:
+                base = (y[:, 0:1] * w[0]).add_(y[:, 1:2], alpha=float(w[1])).add_(y[:, 2:3], alpha=float(w[2]))
+            y = y.mul_(f).add_(base * (1 - f)).clamp_(0, 1)
+        out.index_copy_(0, rows, y)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
