@@ -12,11 +12,24 @@ from nvidia.dali import fn, pipeline_def, types
 log = logging.getLogger("selfee")
 
 # What NVDEC (DALI's "mixed" video decoder) takes: 8-bit 4:2:0 (10-bit for HEVC/VP9/AV1), even sizes.
-NVDEC_CODECS = {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg"}
 NVDEC_PIX_FMTS = {"yuv420p", "yuvj420p", "nv12"}
 NVDEC_PIX_FMTS_10BIT = {"yuv420p10le", "p010le"}
-NVDEC_MIN_SIZE = (48, 16)  # width, height
-NVDEC_MAX_SIZE = {"h264": 4096, "mpeg4": 2032, "mjpeg": 4096}  # longest side; others 8192
+# (min width, min height, max width, max height) per codec, from the "Hardware video decoder
+# capabilities" table of NVIDIA's NVDEC Video Decoder API Programming Guide (Video Codec SDK 12/13,
+# Turing and later; 8192 for HEVC/VP9 needs Pascal or later). Only codecs DALI's mixed decoder maps to
+# NVDEC are listed: it rejects MPEG-1/2 and VC-1 (which NVDEC takes: min 48x16, max 4080x4080 and
+# 2048x1024), and H.264 4:4:4 (High 4:4:4 Predictive) is not decodable by NVDEC at all. DALI checks
+# the GPU's own caps again at run time; a stream failing there falls back to PyAV.
+NVDEC_LIMITS = {
+    "h264": (48, 16, 4096, 4096),
+    "hevc": (144, 144, 8192, 8192),
+    "vp8": (48, 16, 4096, 4096),
+    "vp9": (128, 128, 8192, 8192),
+    "av1": (128, 128, 8192, 8192),
+    "mpeg4": (48, 16, 2032, 2032),
+    "mjpeg": (64, 64, 32768, 16384),
+}
+NVDEC_CODECS = set(NVDEC_LIMITS)
 # DALI's CPU video decoder (libavcodec inside DALI) takes only these; H.264/HEVC/MPEG-4 go through PyAV.
 DALI_CPU_CODECS = {"vp8", "vp9", "mjpeg"}
 
@@ -43,10 +56,24 @@ def device_id(device: torch.device):
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+def dali_device(device) -> torch.device:
+    """``device`` as a torch device with an index when it is a GPU: a bare ``cuda`` (what
+    ``selfee.train.resolve_device`` gives on one GPU) becomes ``cuda:<current device>``, because
+    DALI pipelines and their ``feed_input`` tensors need the GPU's number. Unchanged without CUDA."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 @functools.cache
 def backend_error(device_type: str, index: int | None) -> str | None:
     """None when a tiny DALI graph runs on this backend, else why not (probed once per process)."""
     dev = "gpu" if device_type == "cuda" else "cpu"
+    if dev == "gpu":
+        if not torch.cuda.is_available():
+            return "no CUDA GPU is available"
+        index = torch.cuda.current_device() if index is None else index
 
     @sync_pipeline(1, index if dev == "gpu" else None, num_threads=1)
     def probe():
@@ -57,7 +84,7 @@ def backend_error(device_type: str, index: int | None) -> str | None:
         p = probe()
         p.build()
         p.feed_input("x", [np.ones((2, 2, 3), np.uint8)] if dev == "cpu" else [torch.ones(2, 2, 3, dtype=torch.uint8,
-                                                                                          device=f"cuda:{index}")])
+                                                                                          device=torch.device("cuda", index))])
         (out,) = p.run()
         ok = float(np.asarray(out.as_cpu().as_tensor()).sum()) == 24.0
         return None if ok else "a test graph gave a wrong result"
@@ -73,15 +100,16 @@ def choose_lane(info, device: torch.device, cpu_decoder: str = "auto") -> tuple[
         return "pyav", "variable frame rate: frames are indexed by PyAV's timestamps"
     if device.type == "cuda":
         pix_ok = pix in NVDEC_PIX_FMTS or (pix in NVDEC_PIX_FMTS_10BIT and codec in {"hevc", "vp9", "av1"})
-        longest = NVDEC_MAX_SIZE.get(codec, 8192)
         if codec not in NVDEC_CODECS:
             return "pyav", f"NVDEC does not decode {codec}"
         if not pix_ok:
             return "pyav", f"NVDEC does not decode {codec} {info.profile or ''} {pix}".replace("  ", " ")
         if info.width % 2 or info.height % 2:
             return "pyav", f"odd frame size {info.width}x{info.height} is not decodable by NVDEC"
-        if info.width < NVDEC_MIN_SIZE[0] or info.height < NVDEC_MIN_SIZE[1] or max(info.width, info.height) > longest:
-            return "pyav", f"frame size {info.width}x{info.height} is outside NVDEC's limits for {codec}"
+        min_w, min_h, max_w, max_h = NVDEC_LIMITS[codec]
+        if not (min_w <= info.width <= max_w and min_h <= info.height <= max_h):
+            return "pyav", (f"frame size {info.width}x{info.height} is outside NVDEC's limits for {codec} "
+                            f"({min_w}x{min_h} to {max_w}x{max_h})")
         return "nvdec", f"{codec} {pix} on NVDEC"
     if cpu_decoder == "auto" and codec in DALI_CPU_CODECS:
         return "dali-cpu", f"{codec} on DALI's CPU decoder"

@@ -17,8 +17,8 @@ import torch
 from selfee.config import SelfeeConfig
 from selfee.embed import EmbedBatch, iter_embed_batches
 from selfee.errors import SelfeeError
-from selfee.pipelines.backend import backend_error
-from selfee.pipelines.decode import stream_blocks
+from selfee.pipelines.backend import backend_error, dali_device
+from selfee.pipelines.decode import stream_source
 
 log = logging.getLogger("selfee")
 
@@ -29,12 +29,13 @@ def dali_embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu", se
 
     Where DALI cannot run on ``device`` (``embed.pipeline=auto``), the PyAV reference is used, with a log line.
     """
-    dev = torch.device(device) if str(device) != "auto" else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = dali_device("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" else dali_device(device)
     err = backend_error(dev.type, dev.index if dev.type == "cuda" else None)
     if err is not None:
         if cfg.embed.pipeline != "auto":
             raise SelfeeError(f"embed.pipeline=dali: DALI cannot run on {dev} ({err})")
         log.warning("DALI cannot run on %s (%s); embedding frames come from PyAV", dev, err)
         return iter_embed_batches(src, cfg, batch_size)
-    blocks = stream_blocks(src, dev, sequence=sequence, cpu_decoder=cpu_decoder)
-    return iter_embed_batches(src, cfg, batch_size, blocks=blocks)
+    # with an arena the blocks come warped (in the DALI graph) and `pre_src` skips the torch warp
+    pre_src, blocks = stream_source(src, dev, sequence=sequence, cpu_decoder=cpu_decoder)
+    return iter_embed_batches(pre_src, cfg, batch_size, blocks=blocks)

@@ -20,7 +20,7 @@ from selfee.data import ReferenceLoader, TorchPipeline, ViewBatch, assemble, aug
 from selfee.embed import background
 from selfee.errors import SelfeeError
 from selfee.pipelines.augment import DaliAugmenter
-from selfee.pipelines.backend import backend_error
+from selfee.pipelines.backend import backend_error, dali_device
 from selfee.pipelines.decode import DaliChunkDecoder
 
 log = logging.getLogger("selfee")
@@ -55,7 +55,7 @@ class DaliTrainPipeline:
     name = "dali"
 
     def __new__(cls, sources, cfg: SelfeeConfig, device, *args, **kwargs):
-        dev = torch.device(device)
+        dev = dali_device(device)  # a bare "cuda" gets its index: DALI needs the GPU's number
         err = backend_error(dev.type, dev.index if dev.type == "cuda" else None)
         if err is None:
             return super().__new__(cls)
@@ -67,7 +67,7 @@ class DaliTrainPipeline:
     def __init__(self, sources, cfg: SelfeeConfig, device, split="train", start_step=0, rank=0, world=1,
                  cpu_decoder: str = "auto", prefetch: int = 2):
         self.cfg = cfg
-        self.device = torch.device(device)
+        self.device = dali_device(device)
         self.rank = rank
         self.prefetch = prefetch
         self.loader = DaliLoader(sources, cfg, self.device, split, start_step, rank, world, cpu_decoder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ def cfg_for(**over) -> SelfeeConfig:
         "data.holdout_fraction": 0.1,
         "data.decode_threads": 1,
         "optim.batch_size": 8,
+        "loss.clusters": 4,  # a valid run needs batch >= clusters
         "augment.enabled": False,
         "train.pipeline": "dali",
         "embed.pipeline": "dali",
@@ -55,3 +58,50 @@ def reference_grey(path, size) -> torch.Tensor:
 
 def as_uint8(view: torch.Tensor) -> torch.Tensor:
     return (view * 255).round().to(torch.uint8)
+
+
+def grey_frames(n: int, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """:func:`textured_frames` with R = G = B (their luma): neutral chroma, as in grey / IR behaviour videos."""
+    from selfee.live_frames import rgb_to_gray_np
+
+    return np.repeat(rgb_to_gray_np(textured_frames(n, h, w, seed))[..., None], 3, axis=-1)
+
+
+def dali_cpu_rgb(path) -> np.ndarray:
+    """T x H x W x 3: every frame of ``path`` through DALI's CPU video decoder (its own YUV -> RGB)."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None, exec_async=False, exec_pipelined=False,
+                  prefetch_queue_depth=1)
+    def decode():
+        return fn.decoders.video(fn.external_source(name="encoded", dtype=types.UINT8), device="cpu")
+
+    pipe = decode()
+    pipe.build()
+    pipe.feed_input("encoded", [np.fromfile(str(path), np.uint8)])
+    (out,) = pipe.run()
+    return np.array(out[0])
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> int:
+    return int((a.cpu().int() - b.cpu().int()).abs().max())
+
+
+def transcode(src, dst, frames: int, codec: str = "libvpx-vp9"):
+    """The first ``frames`` decoded frames of ``src`` re-encoded with ``codec`` (YUV passed as decoded, no RGB)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s_in = inp.streams.video[0]
+        rate = round(float(s_in.average_rate or 25))
+        s = out.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = s_in.width, s_in.height, "yuv420p"
+        s.options = {"deadline": "realtime", "cpu-used": "8", "g": "30"} if "vp9" in codec else {}
+        for i, f in enumerate(inp.decode(s_in)):
+            if i >= frames:
+                break
+            f = f if f.format.name == "yuv420p" else f.reformat(format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1, rate)  # constant frame rate from 0
+            for pkt in s.encode(f):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return dst

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("nvidia.dali")
 
-from dali_helpers import cfg_for, decode_rgb, reference_grey, textured_frames  # noqa: E402
+from dali_helpers import cfg_for, decode_rgb, grey_frames, max_abs_diff, reference_grey, textured_frames  # noqa: E402
 
 from conftest import numbered_frames, write_video  # noqa: E402
 from selfee.data import make_sources  # noqa: E402
@@ -36,11 +36,11 @@ def embed_all(path, cfg, batch=16, **kw):
 @pytest.mark.parametrize("codec, suffix, pix, opts, exact", [
     ("libx264", ".mp4", "yuv420p", {"g": 8, "bf": 2}, True),  # PyAV lane, with B-frames
     ("mpeg4", ".avi", "yuv420p", {}, True),  # MPEG-4 Part 2: PyAV lane
-    ("libvpx-vp9", ".webm", "yuv420p", {}, False),  # DALI's CPU decoder
+    ("libvpx-vp9", ".webm", "yuv420p", {}, False),  # DALI's CPU decoder, grey content
 ])
 def test_every_frame_once_in_order(tmp_path, codec, suffix, pix, opts, exact):
     n = 37
-    p = encode(tmp_path / f"v{suffix}", textured_frames(n), codec, pix, **opts)
+    p = encode(tmp_path / f"v{suffix}", textured_frames(n) if exact else grey_frames(n), codec, pix, **opts)
     cfg = cfg_for()
     src, batches = embed_all(p, cfg)
     frames = torch.cat([b.frame for b in batches])
@@ -50,8 +50,8 @@ def test_every_frame_once_in_order(tmp_path, codec, suffix, pix, opts, exact):
     ref = reference_grey(p, (32, 48))[neighbor_indices(torch.arange(n), 2, n)]
     if exact:
         assert torch.equal(live, ref)
-    else:  # DALI's YUV -> RGB differs from swscale's by about a grey level
-        assert (live.int() - ref.int()).abs().float().mean() < 2.0
+    else:  # DALI gives RGB (BT.601 from YUV); its luma is the Y plane's within rounding when nothing clips
+        assert max_abs_diff(live, ref) <= 1
     times = torch.cat([b.time_s for b in batches])
     assert times.dtype == torch.float64 and times[1].item() == pytest.approx(1 / 25)
 

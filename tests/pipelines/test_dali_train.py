@@ -7,12 +7,20 @@ import torch
 
 pytest.importorskip("nvidia.dali")
 
-from dali_helpers import as_uint8, cfg_for, reference_grey, textured_frames  # noqa: E402
+from dali_helpers import (  # noqa: E402
+    as_uint8,
+    cfg_for,
+    dali_cpu_rgb,
+    grey_frames,
+    max_abs_diff,
+    reference_grey,
+    textured_frames,
+)
 
 from conftest import numbered_frames, write_video  # noqa: E402
 from selfee.augment import resize_uint8  # noqa: E402
 from selfee.data import ReferenceLoader, TorchPipeline, make_sources, split_range  # noqa: E402
-from selfee.live_frames import neighbor_indices, rgb_to_gray  # noqa: E402
+from selfee.live_frames import neighbor_indices, rgb_to_gray, rgb_to_gray_np  # noqa: E402
 from selfee.pipelines import backend  # noqa: E402
 from selfee.pipelines.train import DaliTrainPipeline  # noqa: E402
 from selfee.video import probe  # noqa: E402
@@ -33,6 +41,15 @@ def vp9(tmp_path_factory):
     p = tmp_path_factory.mktemp("dali-vp9") / "c.webm"
     try:
         return write_video(p, textured_frames(60, seed=2), codec="libvpx-vp9")
+    except Exception as exc:
+        pytest.skip(f"no VP9 encoder: {exc}")
+
+
+@pytest.fixture(scope="module")
+def vp9_grey(tmp_path_factory):
+    p = tmp_path_factory.mktemp("dali-vp9-grey") / "grey.webm"
+    try:
+        return write_video(p, grey_frames(60, seed=2), codec="libvpx-vp9")
     except Exception as exc:
         pytest.skip(f"no VP9 encoder: {exc}")
 
@@ -61,23 +78,36 @@ def test_live_frames_equal_the_reference_without_augmentation(videos):
     assert pipe.stats["decoded_per_sample"] > 0
 
 
-def test_vp9_goes_through_dalis_cpu_decoder(vp9, caplog):
+def test_vp9_goes_through_dalis_cpu_decoder(vp9_grey, caplog):
     cfg = cfg_for(**{"data.holdout_fraction": 0})
-    sources = make_sources([probe(vp9)], cfg)
-    ref = reference_grey(vp9, (32, 48))
-    source = rgb_to_gray(torch.from_numpy(textured_frames(60, seed=2)), channels_last=True)  # before encoding
+    sources = make_sources([probe(vp9_grey)], cfg)
+    ref = reference_grey(vp9_grey, (32, 48))
+    source = rgb_to_gray(torch.from_numpy(grey_frames(60, seed=2)), channels_last=True)  # before encoding
     source = resize_uint8(source.unsqueeze(1), (32, 48))[:, 0]
     with caplog.at_level(logging.INFO, logger="selfee"):
         pipe = DaliTrainPipeline(sources, cfg, "cpu")
-    assert pipe.lanes == {"c.webm": "dali-cpu"} and "c.webm: decoding with dali-cpu" in caplog.text
+    assert pipe.lanes == {"grey.webm": "dali-cpu"} and "grey.webm: decoding with dali-cpu" in caplog.text
     for b in take(pipe, 6):
         idx = neighbor_indices(b.frame, 2, sources[0].frames)
-        ours = as_uint8(b.view1).int()
-        # DALI converts YUV to RGB itself (then the luma formula); the reference reads the luma plane:
-        # both stay about one grey level from the frames that were encoded, and from each other
-        assert (ours - ref[idx].int()).abs().float().mean() < 2.0
-        assert (ours - source[idx].int()).abs().float().mean() < 1.5
-        assert (ref[idx].int() - source[idx].int()).abs().float().mean() < 1.5
+        ours = as_uint8(b.view1)
+        # DALI converts YUV to RGB (BT.601) and the grey rule takes the luma back; the reference reads
+        # the luma plane. Without clipped RGB that round trip only rounds: within 1 grey level.
+        assert max_abs_diff(ours, ref[idx]) <= 1
+        assert (ours.int() - source[idx].int()).abs().float().mean() < 1.5  # and near what was encoded
+
+
+def test_dali_cpu_decoder_grey_is_the_luma_wherever_rgb_does_not_clip(vp9):
+    """Why saturated colours can differ by more than 1 level: DALI's decoders give only RGB, and at
+    out-of-gamut pixels (subsampled chroma next to a near-white bar here) R, G or B clips at 0/255,
+    so the luma cannot be recovered from them; everywhere else the round trip is within 1 level."""
+    rgb = dali_cpu_rgb(vp9)
+    ours = torch.from_numpy(rgb_to_gray_np(rgb)).int()
+    ref = reference_grey(vp9, (48, 64)).int()  # the video's own size: no resize
+    assert ours.shape == ref.shape == (60, 48, 64)
+    d = (ours - ref).abs()
+    clipped = torch.from_numpy(((rgb == 0) | (rgb == 255)).any(-1))
+    assert d[~clipped].max() <= 1 and (~clipped).float().mean() > 0.8
+    assert d.float().mean() < 0.5  # measured: 0.29 (max 19, all on clipped pixels)
 
 
 def test_augmented_views_follow_the_reference_draws(videos):
