@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfee.errors import ConfigError
+from selfee.errors import ConfigError, VideoError
 
 log = logging.getLogger("selfee")
 
@@ -409,13 +409,16 @@ def write_corners(path: str | os.PathLike, kind: str, corners, size: int | None 
     return path
 
 
-def corners_overrides(videos: Iterable[str | os.PathLike], corners: str | os.PathLike) -> dict[str, dict[str, Any]]:
+def corners_overrides(videos: Iterable[str | os.PathLike], corners: str | os.PathLike,
+                      failures: list[VideoError] | None = None) -> dict[str, dict[str, Any]]:
     """Per-video arena fields from ``corners`` -> {video file name: PreprocessConfig field values}.
 
     ``corners`` is a corner file (one spec for every video, or one per video by name or stem), a
     folder holding ``<stem>.json`` / ``<stem>.csv`` per video, or the corners themselves as text
     (``"x1,y1 x2,y2 x3,y3 x4,y4"``). Videos without corners are left out (with a warning).
     The ``arena`` kind is absent when the source does not name it (see :func:`apply_corners`).
+    A video's own corner file that is unusable raises ConfigError, or with a ``failures`` list is
+    appended to it as a :class:`VideoError` for that video (which is left out) while the others go on.
     """
     videos = [Path(v) for v in videos]
     src = Path(corners)
@@ -426,8 +429,13 @@ def corners_overrides(videos: Iterable[str | os.PathLike], corners: str | os.Pat
             if not found:
                 log.warning("%s: no corner file %s.json or %s.csv in %s; no arena correction", v, v.stem, v.stem, src)
                 continue
-            spec = read_corners(found[0])
-            out[v.name] = spec.get("*") or spec.get(v.name) or spec.get(v.stem) or _only(spec, found[0], v)
+            try:
+                spec = read_corners(found[0])
+                out[v.name] = spec.get("*") or spec.get(v.name) or spec.get(v.stem) or _only(spec, found[0], v)
+            except ConfigError as exc:
+                if failures is None:
+                    raise
+                failures.append(VideoError(v, str(exc)))
         return out
     if not src.exists() and src.suffix.lower() not in (".json", ".csv") and re.search(r"\d", str(corners)):
         spec = {"*": {"arena_corners": parse_corners_text(str(corners))}}
@@ -450,19 +458,22 @@ def _only(spec: dict, path: Path, video: Path) -> dict[str, Any]:
 
 
 def apply_corners(cfg, videos: Iterable[str | os.PathLike], corners: str | os.PathLike | None,
-                  kind: str | None = None):
+                  kind: str | None = None, failures: list[VideoError] | None = None):
     """A copy of a :class:`~selfee.config.SelfeeConfig` with per-video arena entries from ``corners``.
 
     Each video's entry starts from its current preprocessing (its ``data.videos`` entry or
     ``data.preprocess``) and takes the arena fields. Where the corners do not name the arena kind
     it is ``kind``, else the config's arena when set, else ``open_field``. Validation (corner
-    order, margin) happens here, naming the video.
+    order, margin) happens here, naming the video: a ConfigError, or with a ``failures`` list one
+    :class:`VideoError` per bad video appended to it (those videos get no entry; the caller drops
+    them) while the others go on. A corner source that cannot be read at all still raises.
     """
     if corners is None:
         return cfg
-    videos = list(videos)
+    videos = [Path(v) for v in videos]
+    by_name = {v.name: v for v in videos}
     entries = dict(cfg.data.videos)
-    for name, fields in corners_overrides(videos, corners).items():
+    for name, fields in corners_overrides(videos, corners, failures).items():
         base = cfg.data.preprocess_for(name)
         fields = dict(fields)
         fields.setdefault("arena", kind or (base.arena if base.arena != "none" else "open_field"))
@@ -470,7 +481,10 @@ def apply_corners(cfg, videos: Iterable[str | os.PathLike], corners: str | os.Pa
             new = dataclasses.replace(base, **fields)
             Arena.from_config(new)
         except (ConfigError, TypeError) as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+            if failures is None:
+                raise ConfigError(f"{name}: {exc}") from None
+            failures.append(VideoError(by_name.get(name, name), str(exc)))
+            continue
         entries[name] = new
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, videos=entries))
 

@@ -82,7 +82,8 @@ def open_inputs(videos, cfg, corners=None, kind: str | None = None, writes: str 
     """Expand ``videos``, add arenas from ``corners``, probe: ``(cfg, infos, failures)``.
 
     ``writes`` (e.g. ``"{stem}_track.csv"``) names the per-video output, so that two inputs with the
-    same stem are refused before any work. Bad videos come back as ``{"video", "error"}`` failures.
+    same stem are refused before any work. Bad videos, and videos whose own corners are unusable,
+    are logged in one line each and come back as ``{"video", "error"}`` failures; the others go on.
     """
     from selfee.arena import apply_corners
     from selfee.video import expand_inputs, probe_many
@@ -97,9 +98,15 @@ def open_inputs(videos, cfg, corners=None, kind: str | None = None, writes: str 
                 name = writes.format(stem=p.stem)
                 raise SelfeeError(f"{p} and {seen[p.stem]} would both write '{name}'; use different output folders")
             seen[p.stem] = p
-    cfg = apply_corners(cfg, paths, corners, kind)
-    infos, bad = probe_many(paths)
-    return cfg, infos, [{"video": e.path, "error": e.problem} for e in bad]
+    bad_corners: list[VideoError] = []
+    cfg = apply_corners(cfg, paths, corners, kind, failures=bad_corners)
+    order = {str(p): i for i, p in enumerate(paths)}
+    bad_corners.sort(key=lambda e: order.get(e.path, len(order)))
+    for e in bad_corners:
+        log.error("%s", e)
+    dropped = {e.path for e in bad_corners}
+    infos, bad = probe_many([p for p in paths if str(p) not in dropped])
+    return cfg, infos, [{"video": e.path, "error": e.problem} for e in [*bad_corners, *bad]]
 
 
 def failure(video, exc: Exception) -> dict:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from selfee.analysis import io, plots
-from selfee.analysis.distance import DEFAULT_BLOCK_ELEMS, BlockStats, min_cosine_distance
+from selfee.analysis.distance import DEFAULT_BLOCK_ELEMS, BlockStats, min_cosine_distance, resolve_device
 from selfee.errors import SelfeeError
 
 log = logging.getLogger("selfee")
@@ -33,7 +33,7 @@ class AnomalyOptions:
     threshold: float | None = None  # a fixed threshold instead of a control group
     min_frames: int = 1  # anomalous ranges shorter than this are not reported
     merge_gap: int = 0  # ranges separated by at most this many frames are merged
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (resolved once by detect)
     block_elems: int = DEFAULT_BLOCK_ELEMS
 
     def __post_init__(self):
@@ -149,6 +149,7 @@ def detect(
     """Score the query videos, set the threshold, write scores, ranges, plots (and optionally a clip)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    opts = replace(opts, device=resolve_device(opts.device))
     reference, errors = io.list_videos(reference_dir)
     query, errs = io.list_videos(query_dir)
     errors += errs

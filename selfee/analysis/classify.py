@@ -15,7 +15,7 @@ import logging
 import math
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,10 @@ class KnnOptions:
     feature_window: int = 21  # frames in the feature window (odd)
     smooth: str = "mode"  # mode (of predicted labels) | mean (of class scores) | none
     smooth_window: int = 21  # frames in the prediction window (odd)
-    device: str = "cpu"
+    # With segments of one video: reference frames within this many frames of the held-out segment
+    # are left out (neighbouring frames are near-duplicates that would leak across the boundary).
+    gap: int = 21
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (resolved once by classify)
     block_elems: int = DEFAULT_BLOCK_ELEMS
 
     def __post_init__(self):
@@ -66,6 +69,8 @@ class KnnOptions:
             raise SelfeeError(f"smooth must be one of {', '.join(SMOOTHING)} (got {self.smooth!r})")
         check_window(self.feature_window, "feature window")
         check_window(self.smooth_window, "smoothing window")
+        if self.gap < 0:
+            raise SelfeeError(f"gap must be >= 0 frames (got {self.gap})")
 
 
 @dataclass
@@ -77,10 +82,15 @@ class LabelledSeq:
     times: np.ndarray
     features: np.ndarray  # n x D (array or memory map)
     y: np.ndarray  # int64 class index per row, -1 = no label
+    source: str = ""  # the video the rows come from (segments of one video share it); '' = ``name``
 
     @property
     def labelled(self) -> np.ndarray:
         return np.flatnonzero(self.y >= 0)
+
+    @property
+    def video(self) -> str:
+        return self.source or self.name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,25 +141,48 @@ def leave_one_out(n: int) -> Iterator[tuple[int, list[int]]]:
         yield i, [j for j in range(n) if j != i]
 
 
+def reference_rows(seqs: Sequence[LabelledSeq], i: int, ref: Sequence[int], gap: int) -> list[np.ndarray]:
+    """Labelled rows of each reference sequence that the held-out ``seqs[i]`` may be compared with.
+
+    Segments of the held-out sequence's own video lose their rows within ``gap`` video frames of
+    it (frames ``first - gap`` to ``last + gap``); other videos keep all their labelled rows.
+    """
+    held = seqs[i]
+    lo, hi = int(held.frames.min()) - gap, int(held.frames.max()) + gap
+    out = []
+    for j in ref:
+        rows = seqs[j].labelled
+        if seqs[j].video == held.video:
+            f = seqs[j].frames[rows]
+            rows = rows[(f < lo) | (f > hi)]
+        out.append(rows)
+    return out
+
+
 def cross_validate(
     seqs: list[LabelledSeq], n_classes: int, opts: KnnOptions, on_fold: Callable[[int, list[int]], None] | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Leave-one-sequence-out predictions and scores for every row of every sequence."""
+    """Leave-one-sequence-out predictions and scores for every row of every sequence.
+
+    A held-out segment is compared with its own video's other segments only beyond ``opts.gap``
+    frames of it (see :func:`reference_rows`).
+    """
     if len(seqs) < 2:
         raise SelfeeError("leave-one-video-out needs at least two labelled videos (or use --segments)")
     from selfee.cli_utils import progress
 
-    labelled = [s.labelled for s in seqs]
     preds, scores = [], []
     with progress() as bar:
         task = bar.add_task("k-NN folds", total=sum(len(s.y) for s in seqs), rate="")
         for i, ref in leave_one_out(len(seqs)):
             if on_fold is not None:
                 on_fold(i, ref)
-            parts = [_rows(seqs[j].features, labelled[j]) for j in ref if len(labelled[j])]
-            ref_y = np.concatenate([seqs[j].y[labelled[j]] for j in ref])
+            rows = reference_rows(seqs, i, ref, opts.gap)
+            parts = [_rows(seqs[j].features, r) for j, r in zip(ref, rows) if len(r)]
+            ref_y = np.concatenate([seqs[j].y[r] for j, r in zip(ref, rows)])
             if not len(ref_y):
-                raise SelfeeError(f"{seqs[i].name}: the other videos have no labelled frames to compare with")
+                hint = f" beyond --gap {opts.gap} frames" if any(seqs[j].video == seqs[i].video for j in ref) else ""
+                raise SelfeeError(f"{seqs[i].name}: the other videos have no labelled frames{hint} to compare with")
             sc = knn_scores(seqs[i].features, parts, ref_y, n_classes, opts, lambda n: bar.advance(task, n))
             p, sc = predict(sc, opts)
             preds.append(p)
@@ -269,8 +302,11 @@ def classify(
     max_ethogram_rows: int = 12,
 ) -> ClassifyResult:
     """Leave-one-video-out k-NN classification; writes metrics, predictions and plots to ``out_dir``."""
+    from selfee.analysis.distance import resolve_device
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    opts = replace(opts, device=resolve_device(opts.device))
     items, errors = load_labelled(Path(embed_dir), Path(labels_dir), segments)
     if len(items) < 2:
         raise SelfeeError(
@@ -297,15 +333,18 @@ def classify(
                 target = np.lib.format.open_memmap(cache / f"{io.safe_name(v.stem)}.npy", "w+", np.float32,
                                                    (v.n, feature_dim(opts.features, dim)))
             feats = temporal_features(x, opts.features, opts.feature_window, out=target)
-        seqs.append(LabelledSeq(v.stem, v.frames, v.times, feats, y))
+        seqs.append(LabelledSeq(v.stem, v.frames, v.times, feats, y, source=str(v.path)))
     preds, scores = cross_validate(seqs, len(classes), opts)
-    result = write_results(out, seqs, preds, scores, classes, opts, max_ethogram_rows)
+    protocol = (f"leave-one-segment-out, {segments} segments per video, gap {opts.gap} frames" if segments > 1
+                else "leave-one-video-out")
+    result = write_results(out, seqs, preds, scores, classes, opts, max_ethogram_rows, protocol)
     result.errors = errors
     shutil.rmtree(cache, ignore_errors=True)
     return result
 
 
-def write_results(out: Path, seqs, preds, scores, classes, opts: KnnOptions, max_ethogram_rows: int = 12) -> ClassifyResult:
+def write_results(out: Path, seqs, preds, scores, classes, opts: KnnOptions, max_ethogram_rows: int = 12,
+                  protocol: str = "leave-one-video-out") -> ClassifyResult:
     n = len(classes)
     per_video = {}
     for s, p, sc in zip(seqs, preds, scores):
@@ -333,7 +372,7 @@ def write_results(out: Path, seqs, preds, scores, classes, opts: KnnOptions, max
                    ([c, *map(int, row)] for c, row in zip(classes, cm)))
     with open(out / "metrics.json", "w") as fh:
         json.dump({"pooled": pooled, "per_video": per_video, "per_class": cls_rows, "classes": classes,
-                   "confusion": cm.tolist(), "options": asdict(opts)}, fh, indent=2)
+                   "confusion": cm.tolist(), "protocol": protocol, "options": asdict(opts)}, fh, indent=2)
 
     recall = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     plots.matrix(out / "confusion.png", recall, classes, classes,
@@ -343,6 +382,6 @@ def write_results(out: Path, seqs, preds, scores, classes, opts: KnnOptions, max
     for s, p in list(zip(seqs, preds))[:max_ethogram_rows]:
         rows.append((f"{s.name} true", s.times, s.y))
         rows.append((f"{s.name} predicted", s.times, p))
-    plots.ethogram(out / "ethogram.png", rows, classes, "true vs predicted labels (leave-one-video-out)")
+    plots.ethogram(out / "ethogram.png", rows, classes, f"true vs predicted labels ({protocol})")
     log.info("pooled over %d frames: macro F1 %.3f, mAP %.3f", pooled["frames"], pooled["macro_f1"], pooled["mAP"])
     return ClassifyResult(out, pooled, per_video, classes)

@@ -213,6 +213,7 @@ def read_label_text(path: Path) -> FrameLabels:
 def read_label_csv(path: Path) -> FrameLabels:
     """CSV with a ``frame,label`` header; frame = 0-based video frame (as in the embedding CSV); empty label = none."""
     frames, labels = [], []
+    seen: dict[int, int] = {}  # frame -> line it was labelled on
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -233,14 +234,14 @@ def read_label_csv(path: Path) -> FrameLabels:
                 raise SelfeeError(f"{path}:{lineno}: frame must be >= 0 (0-based, got {frame})")
             label = row[li].strip()
             if label:
+                if frame in seen:
+                    raise SelfeeError(f"{path}:{lineno}: frame {frame} is labelled again (first on line {seen[frame]})")
+                seen[frame] = lineno
                 frames.append(frame)
                 labels.append(label)
     f = np.asarray(frames, np.int64)
     order = np.argsort(f, kind="stable")
     f = f[order]
-    if len(f) > 1 and np.any(np.diff(f) == 0):
-        dup = int(f[np.flatnonzero(np.diff(f) == 0)[0]])
-        raise SelfeeError(f"{path}: frame {dup} is labelled more than once")
     return FrameLabels(path, f, np.asarray(labels, dtype=object)[order])
 
 

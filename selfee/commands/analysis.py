@@ -13,7 +13,10 @@ import typer
 from selfee.cli_utils import EXIT_PARTIAL, handle_errors
 
 EMBED_HELP = "Directory written by 'selfee-fast embed': <stem>.npy (frames x dim) + <stem>.csv (frame,time_s) per video."
-DEVICE_HELP = "Where the chunked cosine distances run: cpu, cuda, cuda:N or auto."
+DEVICE_HELP = "Where the chunked cosine distances run: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N."
+GAP_HELP = (
+    "With --segments: reference frames within this many frames of the held-out segment are left out "
+    "(neighbouring frames are near-duplicates that leak across the boundary); 0: off.")
 
 
 def _finish(errors) -> None:
@@ -47,16 +50,17 @@ def register(app: typer.Typer) -> None:
         segments: int = typer.Option(1, help=(
             "Cut each video into this many contiguous parts and leave one part out at a time "
             "(for a single labelled video). 1: leave one whole video out.")),
-        device: str = typer.Option("cpu", help=DEVICE_HELP),
+        gap: int = typer.Option(21, help=GAP_HELP),
+        device: str = typer.Option("auto", help=DEVICE_HELP),
     ):
-        """k-NN behaviour classification with leave-one-video-out cross-validation (the paper's protocol).
+        """k-NN behaviour classification with leave-one-video-out cross-validation (the paper's protocol; --segments: leave one segment out).
 
-        Every video is classified against the labelled frames of all the other videos by a weighted, class-balanced cosine k-NN vote. Writes to OUT: metrics.json (pooled and per-video macro F1, mAP, accuracy, per-class precision/recall), per_video.csv, per_class.csv, confusion.csv + confusion.png (rows = true), predictions/<video>.csv (frame,time_s,true,predicted,score_<class>...) and ethogram.png (true vs predicted raster).
+        EMBED_DIR holds the embeddings (<stem>.npy + <stem>.csv), --labels the label files (<stem>.txt or <stem>.csv). Every video (or, with --segments, every segment) is classified against the labelled frames of all the other videos by a weighted, class-balanced cosine k-NN vote. Writes to OUT: metrics.json (pooled and per-video macro F1, mAP, accuracy, per-class precision/recall), per_video.csv, per_class.csv, confusion.csv + confusion.png (rows = true), predictions/<video>.csv (frame,time_s,true,predicted,score_<class>...) and ethogram.png (true vs predicted raster).
         """
         from selfee.analysis.classify import KnnOptions, classify
 
         opts = KnnOptions(k=k, tau=tau, balance=balance, features=features, feature_window=feature_window,
-                          smooth=smooth, smooth_window=smooth_window, device=device)
+                          smooth=smooth, smooth_window=smooth_window, gap=gap, device=device)
         res = classify(embed_dir, labels, out, opts, segments=segments)
         p = res.pooled
         typer.echo(f"pooled over {p['frames']} frames of {len(res.per_video)} videos: macro F1 {p['macro_f1']:.4f}, "
@@ -81,7 +85,7 @@ def register(app: typer.Typer) -> None:
         videos: Path | None = typer.Option(None, "--videos", help=(
             "Directory of the query videos (<stem>.mp4, ...): write clips/<stem>_anomalies.mp4 of the anomalous frames.")),
         clip_max_frames: int = typer.Option(1500, help="Most frames per anomaly clip."),
-        device: str = typer.Option("cpu", help=DEVICE_HELP),
+        device: str = typer.Option("auto", help=DEVICE_HELP),
     ):
         """Anomaly scores of query frames against a reference group (the paper's score).
 
@@ -205,7 +209,7 @@ def register(app: typer.Typer) -> None:
     ):
         """A square video that follows one fly (its thorax at the centre), for embedding animals that are small in a large arena.
 
-        Same frame count, numbering, rate and stem as the input, so the label files of the full video apply unchanged. Parts of the crop outside the frame are black.
+        Writes OUT/<stem>.mp4 with the same frame count, numbering, rate and stem as the input, so the label files of the full video apply unchanged. Parts of the crop outside the frame are black.
         """
         from selfee.analysis.pose_states import write_pose_crop
 
@@ -220,6 +224,7 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(..., "--weights", "-w", help="Trained selfee-fast (or original Selfee) checkpoint."),
         out: Path = typer.Option(..., "--out", help="Output directory."),
         segments: int = typer.Option(1, help="Cut each video into this many parts for leave-one-out (one labelled video)."),
+        gap: int = typer.Option(21, help=GAP_HELP),
         pixel_size: int = typer.Option(16, help="Raw-pixel baseline: each live frame shrunk to this many pixels a side."),
         methods: str = typer.Option("trained,untrained,pixels", help="Comma-separated subset of trained, untrained, pixels."),
         k: int = typer.Option(200, help="Neighbours that vote."),
@@ -228,20 +233,21 @@ def register(app: typer.Typer) -> None:
         smooth: str = typer.Option("mode", help="mode, mean or none (as for classify)."),
         smooth_window: int = typer.Option(21, help="Frames in the prediction window (odd)."),
         seed: int = typer.Option(0, help="Seed of the untrained encoder's random weights."),
-        device: str = typer.Option("auto", help="Device for embedding (auto, cpu, cuda, cuda:N); k-NN runs there too when cuda."),
+        device: str = typer.Option("auto", help="Device for embedding and the k-NN: auto (the GPU when there is one), cpu, cuda or cuda:N."),
         batch_size: int | None = typer.Option(None, "--batch-size", help="Frames per embedding batch."),
         reuse: bool = typer.Option(False, "--reuse", help="Keep embeddings already in OUT/embed_<method> (same weights!)."),
     ):
         """Quality check on labelled videos: trained embeddings vs an untrained encoder of the same architecture vs raw pixels.
 
-        Embeds the videos three ways into OUT/embed_<method>/ (the trained weights' live frames, input size and preprocessing for all three), runs the same leave-one-video-out k-NN as 'classify' on each into OUT/classify_<method>/, and writes OUT/evaluation.csv, evaluation.json and evaluation.png (macro F1, mAP and accuracy per method).
+        Embeds the videos three ways into OUT/embed_<method>/ (the trained weights' live frames, input size and preprocessing for all three), runs the same k-NN cross-validation as 'classify' (leave one video out, or one segment with --segments) on each into OUT/classify_<method>/, and writes OUT/evaluation.csv, evaluation.json and evaluation.png (macro F1, mAP and accuracy per method).
         """
         from selfee.analysis.classify import KnnOptions
+        from selfee.analysis.distance import resolve_device
         from selfee.analysis.evaluate import evaluate
 
-        knn_device = "cuda" if device.startswith("cuda") else "cpu"
+        device = resolve_device(device)  # once, for the embedding and the k-NN alike
         opts = KnnOptions(k=k, features=features, feature_window=feature_window, smooth=smooth,
-                          smooth_window=smooth_window, device=knn_device)
+                          smooth_window=smooth_window, gap=gap, device=device)
         res = evaluate(videos, labels, weights, out, opts, segments=segments, pixel_size=pixel_size, seed=seed,
                        device=device, batch_size=batch_size, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                        reuse=reuse)

@@ -15,6 +15,7 @@ from selfee.analysis.classify import (
     knn_scores,
     leave_one_out,
     predict,
+    reference_rows,
 )
 from selfee.errors import SelfeeError
 
@@ -126,3 +127,45 @@ def test_bad_label_file_is_reported_and_the_rest_still_run(tmp_path, rng):
     res = classify(tmp_path / "emb", tmp_path / "labels", tmp_path / "out", KnnOptions(k=5))
     assert list(res.per_video) == ["vid0", "vid1"]
     assert len(res.errors) == 1 and "vid2.csv:3:" in str(res.errors[0])
+
+
+def test_gap_leaves_out_only_the_held_out_videos_own_frames_near_it():
+    def seg(name, source, lo, hi):
+        f = np.arange(lo, hi)
+        return LabelledSeq(name, f, f / 30, np.zeros((len(f), 2)), np.zeros(len(f), np.int64), source=source)
+
+    seqs = [seg("a#1", "a", 0, 50), seg("a#2", "a", 50, 100), seg("b#1", "b", 0, 50), seg("b#2", "b", 50, 100)]
+    rows = reference_rows(seqs, 0, [1, 2, 3], gap=10)
+    assert [seqs[j].frames[r].tolist() for j, r in zip([1, 2, 3], rows)] == [
+        list(range(60, 100)), list(range(0, 50)), list(range(50, 100))]
+    rows = reference_rows(seqs, 1, [0, 2, 3], gap=0)
+    assert [len(r) for r in rows] == [50, 50, 50]
+
+
+@pytest.mark.parametrize("gap", [0, 8])
+def test_segments_never_vote_with_frames_within_the_gap(tmp_path, rng, gap):
+    # A random walk: a frame's nearest neighbours are the frames next to it. Each run of 4 frames is
+    # its own class, so with k = 1 the predicted label c says the voting reference frame is one of
+    # frames 4c..4c+3. Segment bounds (0, 40, 80, 120) and the gap are multiples of 4, so the
+    # excluded frames are whole classes.
+    n, segments = 120, 3
+    write_embed(tmp_path / "emb", "walk", np.cumsum(rng.standard_normal((n, 12)), axis=0))
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "walk.csv").write_text("frame,label\n" + "".join(f"{i},{i // 4}\n" for i in range(n)))
+    res = classify(tmp_path / "emb", tmp_path / "labels", tmp_path / "out",
+                   KnnOptions(k=1, smooth="none", gap=gap, block_elems=1 << 12), segments=segments)
+    assert list(res.per_video) == ["walk#1", "walk#2", "walk#3"]
+    near = 0
+    for name in res.per_video:
+        rows = [r.split(",") for r in (tmp_path / "out" / "predictions" / f"{name}.csv").read_text().splitlines()[1:]]
+        frames = [int(r[0]) for r in rows]
+        voters = 4 * np.array([int(r[3]) for r in rows])  # the first frame of the voter's class
+        lo, hi = min(frames), max(frames)
+        assert not ((voters >= lo) & (voters <= hi)).any()  # never its own segment
+        near += int(((voters >= lo - 8) & (voters <= hi + 8)).sum())
+    if gap:
+        assert near == 0
+    else:
+        assert near > 0  # without the gap, frames at the boundaries vote for their neighbours across it
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["options"]["gap"] == gap and m["protocol"].startswith("leave-one-segment-out")

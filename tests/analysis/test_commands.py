@@ -21,11 +21,32 @@ def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+# Per command: its input arguments / options and the main files it writes, as its --help must name them.
+HELP_NAMES = {
+    "classify": (["embed_dir", "--labels"], ["metrics.json", "per_video.csv", "per_class.csv", "confusion.csv",
+                                             "predictions/<video>.csv", "ethogram.png"]),
+    "anomaly": (["--reference", "--query", "--control", "--videos"],
+                ["scores/<video>.csv", "anomalous_ranges.csv", "summary.json", "anomaly_scores.png"]),
+    "map": (["embed_dir", "--labels"], ["map.csv", "map_by_video.png", "map_by_label.png"]),
+    "motifs": (["embed_dir"], ["states/<video>.csv", "usage.csv", "transitions.csv", "model.npz", "ethogram.png"]),
+    "compare": (["embed_dirs"], ["dtw_distances.csv", "nearest.csv", "dtw_mds.png", "compare.json"]),
+    "pose-states": (["h5", "--video"], ["OUT/<stem>.csv", "OUT/pose_features/<stem>.csv"]),
+    "pose-crop": (["h5", "--video"], ["OUT/<stem>.mp4"]),
+    "evaluate": (["videos", "--labels", "--weights"],
+                 ["OUT/embed_<method>/", "OUT/classify_<method>/", "OUT/evaluation.csv", "evaluation.json",
+                  "evaluation.png"]),
+}
+
+
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_help_explains_inputs_and_outputs(cmd):
     res = runner.invoke(app, [cmd, "--help"])
     assert res.exit_code == 0, res.output
-    assert "--out" in res.output
+    # rich wraps the text in boxes: compare whole words, without punctuation around them
+    words = {w.strip("().;:") for w in res.output.replace("\u2502", " ").replace(",", " ").split()}
+    inputs, outputs = HELP_NAMES[cmd]
+    for name in ["--out", *inputs, *outputs]:
+        assert name in words, f"{cmd} --help does not name {name}"
 
 
 @pytest.fixture
@@ -59,6 +80,34 @@ def test_commands_run_and_write_their_outputs(two_groups):
     r = runner.invoke(app, ["compare", str(t / "a"), str(t / "b"), "--out", str(t / "cmp"), "--permutations", "50"])
     assert r.exit_code == 0, r.output
     assert json.loads((t / "cmp" / "compare.json").read_text())["videos"] == ["a/a0", "a/a1", "b/b0", "b/b1"]
+
+
+def test_device_auto_is_the_default_and_resolves_to_the_gpu_or_the_cpu(two_groups):
+    import torch
+
+    from selfee.analysis.anomaly import AnomalyOptions
+    from selfee.analysis.classify import KnnOptions
+    from selfee.analysis.distance import resolve_device
+    from selfee.errors import SelfeeError
+
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert KnnOptions().device == AnomalyOptions().device == "auto"
+    assert resolve_device("auto") == here and resolve_device("CPU") == "cpu"
+    with pytest.raises(SelfeeError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    t = two_groups
+    r = runner.invoke(app, ["classify", str(t / "a"), "--labels", str(t / "labels"), "--out", str(t / "cls"), "--k", "5"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((t / "cls" / "metrics.json").read_text())["options"]["device"] == here
+    r = runner.invoke(app, ["anomaly", "--reference", str(t / "a"), "--query", str(t / "b"), "--out", str(t / "an"),
+                            "--window", "5"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((t / "an" / "summary.json").read_text())["options"]["device"] == here
+    if here == "cpu":  # asking for a GPU that is not there is a one-line error
+        r = runner.invoke(app, ["classify", str(t / "a"), "--labels", str(t / "labels"), "--out", str(t / "c2"),
+                                "--device", "cuda"])
+        assert r.exit_code == 2 and r.output.strip().splitlines() == [r.output.strip()]
+        assert "no CUDA GPU" in r.output
 
 
 def test_one_bad_input_gives_exit_code_3_and_the_rest_run(two_groups):
@@ -120,7 +169,7 @@ def test_evaluate_compares_trained_untrained_and_pixels(tmp_path):
     atomic_save({"format": "selfee-fast", "version": 1, "model": Selfee(cfg.model).state_dict(), "config": cfg.to_dict()},
                 tmp_path / "w.pt")
     res = evaluate([tmp_path / "vids" / "clip.mp4"], tmp_path / "labels", tmp_path / "w.pt", tmp_path / "ev",
-                   KnnOptions(k=5, smooth="none"), segments=4, pixel_size=4, device="cpu")
+                   KnnOptions(k=5, smooth="none", gap=2), segments=4, pixel_size=4, device="cpu")
     assert [r["method"] for r in res.table] == ["trained", "untrained", "pixels"]
     assert [r["dim"] for r in res.table] == [cfg.model.proj_dim, cfg.model.proj_dim, 3 * 4 * 4]
     assert all(r["frames"] == 40 for r in res.table)

@@ -59,11 +59,15 @@ def test_malformed_csv_lines(tmp_path, text, where):
         io.read_labels(p)
 
 
-def test_duplicate_csv_frame(tmp_path):
+def test_duplicate_csv_frame_names_the_line_of_its_second_label(tmp_path):
     p = tmp_path / "dup.csv"
-    p.write_text("frame,label\n1,a\n1,b\n")
-    with pytest.raises(SelfeeError, match="frame 1 is labelled more than once"):
+    # frame 7 first on line 3, again on line 7 (a comment, a blank line and an empty label in between)
+    p.write_text("frame,label\n1,a\n7,a\n# note\n\n3,\n7,b\n1,c\n")
+    with pytest.raises(SelfeeError) as exc:
         io.read_labels(p)
+    assert str(exc.value) == f"{p}:7: frame 7 is labelled again (first on line 3)"
+    p.write_text("frame,label\n2,\n2,a\n")  # an empty label is no label: not a duplicate
+    assert io.read_labels(p).frames.tolist() == [2]
 
 
 def test_labels_follow_the_frame_column_not_the_row(tmp_path):

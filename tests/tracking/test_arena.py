@@ -22,7 +22,7 @@ from selfee.arena import (
     write_corners,
 )
 from selfee.config import PreprocessConfig, SelfeeConfig
-from selfee.errors import ConfigError
+from selfee.errors import ConfigError, VideoError
 from selfee.preprocess import Preprocessor
 from selfee.video import probe
 
@@ -238,3 +238,23 @@ def test_apply_corners_keeps_each_videos_other_settings():
     assert cfg.data.preprocess_for("d/a.mp4").arena == "none"  # the original is untouched
     with pytest.raises(ConfigError, match="a.mp4"):
         apply_corners(cfg, ["a.mp4"], "0,0 100,100 100,0 0,100")  # a bow tie, reported per video
+
+
+def test_apply_corners_can_collect_per_video_failures_and_keep_the_others(tmp_path):
+    d = tmp_path / "corners"
+    write_corners(d / "good.json", "open_field", QUAD)
+    (d / "bowtie.json").write_text("[[0,0],[100,100],[100,0],[0,100]]")
+    (d / "other.json").write_text('{"videos": {"x.mp4": [[0,0],[1,0],[1,1],[0,1]], "y.mp4": [[0,0],[1,0],[1,1],[0,1]]}}')
+    (d / "broken.json").write_text("{not json")
+    videos = ["v/good.mp4", "v/bowtie.mp4", "v/other.mp4", "v/broken.mp4", "v/plain.mp4"]
+    failures = []
+    new = apply_corners(SelfeeConfig(), videos, d, failures=failures)
+    want = {"v/bowtie.mp4": "do not form a convex quadrilateral", "v/other.mp4": "none named other.mp4 or other",
+            "v/broken.mp4": "broken.json: cannot parse JSON"}
+    assert sorted(e.path for e in failures) == sorted(want)
+    for e in failures:
+        assert isinstance(e, VideoError) and str(e) == f"{e.path}: {e.problem}" and want[e.path] in e.problem
+    assert set(new.data.videos) == {"good.mp4"}  # bad videos get no entry; a video without corners none either
+    assert new.data.preprocess_for("v/good.mp4").arena_corners == QUAD
+    with pytest.raises(ConfigError, match="lists several videos"):  # without a list: the first bad one raises
+        apply_corners(SelfeeConfig(), videos, d)
