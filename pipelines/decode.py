@@ -1,33 +1,48 @@
 """Video decoding for the DALI pipelines: NVDEC or DALI's CPU decoder per video, PyAV where they cannot.
 
-Training decodes keyframe-aligned chunks (``selfee.data.plan_chunks``) in one batched
-``fn.decoders.video`` run per block (each sample: the file's bytes, ``start_frame``, ``end_frame``);
-embedding streams a whole video with ``fn.experimental.inputs.video`` in sequences of consecutive
-frames. A video DALI rejects (at run time too) falls back to PyAV with a warning naming the file.
-Decoded RGB frames then go through the reference preprocessing (``selfee.data.frames_to_samples``)
-on the decoding device, so both lanes share one definition of every per-frame step.
+DALI is fed keyframe-aligned segments remuxed in memory (``selfee.pipelines.segments``), never
+whole files, so host memory and DALI's index scan grow with the frames decoded, not with the file.
+Training decodes the chunks of a block (``selfee.data.plan_chunks``) in one batched
+``fn.decoders.video`` run (each sample: one chunk's segment and its first and last frame in it);
+embedding feeds the window's segments one after another to ``fn.experimental.inputs.video``, which
+streams each in sequences of consecutive frames.
+
+Videos with an arena are perspective-warped onto the arena square (and plus mazes masked) inside
+the DALI graph, on the GPU for NVDEC, by ``fn.experimental.warp_perspective`` with the matrix of
+``selfee.arena`` (the torch ``ArenaWarp`` is skipped for those frames; frames PyAV decodes keep it).
+The rest of the preprocessing (``selfee.data.frames_to_samples``) runs in torch on the decoding
+device, so both lanes share one definition of every per-frame step.
+
+A batched run that fails is retried video by video, and only a video that fails again falls back
+to PyAV, with a warning naming the file. Where the last GOP decodes (with PyAV, the reference) to
+fewer frames than the container lists, PyAV decodes that GOP on the DALI lanes too: DALI cannot
+tell a missing frame from a decoded one. This is checked once per video and logged once.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
 from nvidia.dali import fn, types
 
-from selfee.data import Chunk, ChunkDecoder, VideoSource, frames_to_samples
+from selfee.arena import MASK_FILL, ArenaWarp, dali_warp_args
+from selfee.data import Chunk, ChunkDecodeError, ChunkDecoder, VideoSource, frames_to_samples
 from selfee.errors import VideoError
 from selfee.pipelines.backend import choose_lane, device_id, samples_to_torch, sync_pipeline
+from selfee.pipelines.segments import CutterCache, SegmentCutter, plan_segments
 from selfee.video import VideoReader
 
 log = logging.getLogger("selfee")
 
-
-def read_encoded(path) -> np.ndarray:
-    return np.fromfile(str(path), dtype=np.uint8)
+SEGMENT_FRAMES = 128  # embedding: segments span whole GOPs of at least this many frames
+TAIL_CHECK_MAX = 4096  # frames: a longer last GOP is not checked (that would cost a whole PyAV decode)
 
 
 def _one_line(exc: Exception) -> str:
@@ -35,93 +50,305 @@ def _one_line(exc: Exception) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
+# ---------------------------------------------------------------------------------------------
+# Broken tails: where DALI must stop
+# ---------------------------------------------------------------------------------------------
+
+_limits: dict[tuple, int] = {}
+_limits_lock = threading.Lock()
+
+
+def dali_frames(info) -> int:
+    """Frames (from the first) that the DALI lanes decode: ``info.frames``, or the last keyframe when
+    PyAV decodes fewer frames from the last GOP than the container lists (a broken tail).
+
+    DALI sizes its output from the packets and leaves a frame that does not decode unwritten, so a
+    broken tail would come out as stale memory. PyAV, the reference, decodes the last GOP once per
+    file and process (a last GOP over ``TAIL_CHECK_MAX`` frames is not checked); the result is
+    logged once.
+    """
+    last = int(info.keyframes[-1])
+    if info.frames - last > TAIL_CHECK_MAX:
+        return info.frames
+    try:
+        stat = info.path.stat()
+        key = (str(info.path), info.frames, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = (str(info.path), info.frames)
+    with _limits_lock:
+        if key in _limits:
+            return _limits[key]
+    got = []
+    try:
+        with VideoReader(info, threads=1) as reader:
+            for i, _ in reader.frames(last):  # decoded, not converted
+                got.append(i)
+    except VideoError:
+        pass
+    limit = info.frames if got == list(range(last, info.frames)) else last
+    with _limits_lock:
+        if key not in _limits and limit < info.frames:
+            log.warning("%s: the last GOP (frames %d-%d) decodes to %d frames, not %d (a broken tail); DALI lanes "
+                        "leave it to PyAV, which repeats the last good frame where frames are missing", info.path,
+                        last, info.frames - 1, len(got), info.frames - last)
+        return _limits.setdefault(key, limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arena warp inside the DALI graph
+# ---------------------------------------------------------------------------------------------
+
+
+def warped_source(src: VideoSource) -> VideoSource:
+    """``src`` with a preprocessor that skips the arena warp: for frames the DALI graph has warped.
+
+    Every other step (ROI, resize, background, illumination, inversion) is the same object's; the
+    background is computed from the configuration (with its warp) and shares the disk cache.
+    """
+    pre = copy.copy(src.pre)
+    pre.arena = None
+    return dataclasses.replace(src, pre=pre)
+
+
+def arena_inputs(warp: ArenaWarp) -> dict:
+    """What :func:`_warp_graph` needs for one video, from ``selfee.arena.dali_warp_args``: per-sample
+    matrix (3 x 3 float32, destination -> source), size (S, S), keep (S x S x 1 uint8, 1 where kept)
+    and fill (S x S x 1, ``MASK_FILL`` where masked), and the operator's constant arguments."""
+    args = dali_warp_args(warp.arena)
+    keep = warp.arena.keep_mask()
+    s = warp.arena.size
+    keep = np.ones((s, s, 1), np.uint8) if keep is None else keep[..., None].astype(np.uint8)
+    return {"matrix": np.asarray(args.pop("matrix"), np.float32).reshape(3, 3),
+            "size": np.asarray(args.pop("size"), np.float32), "keep": keep, "fill": (1 - keep) * np.uint8(MASK_FILL),
+            "consts": args}
+
+
+def _warp_graph(frames, on_gpu: bool, consts: dict, inputs: dict | None = None):
+    """F x H x W x 3 sequences -> F x S x S x 3, warped and masked as ``selfee.arena.ArenaWarp`` does
+    (bilinear, pixel centres on integers, 0 outside the frame, ``MASK_FILL`` between plus-maze arms).
+
+    ``consts``: the operator's constant arguments (``arena_inputs(...)["consts"]``); ``inputs``: one
+    video's ``arena_inputs`` as constants, else per-sample external sources named ``matrix``,
+    ``size``, ``keep`` and ``fill``.
+    """
+    if inputs is None:
+        matrix = fn.external_source(name="matrix", dtype=types.FLOAT)
+        size = fn.external_source(name="size", dtype=types.FLOAT)
+        keep = fn.external_source(name="keep", dtype=types.UINT8, layout="HWC")
+        fill = fn.external_source(name="fill", dtype=types.UINT8, layout="HWC")
+    else:
+        matrix = [float(v) for v in inputs["matrix"].ravel()]
+        size = [float(v) for v in inputs["size"]]
+        keep = types.Constant(inputs["keep"], device="gpu" if on_gpu else "cpu")
+        fill = types.Constant(inputs["fill"], device="gpu" if on_gpu else "cpu")
+    out = fn.experimental.warp_perspective(frames, matrix=matrix, size=size, interp_type=types.INTERP_LINEAR,
+                                           **consts)
+    if inputs is not None and not inputs["fill"].any():
+        return out  # an open field: nothing masked
+    if on_gpu and inputs is None:
+        keep, fill = keep.gpu(), fill.gpu()
+    return out * keep + fill  # uint8: keep is 0/1 and fill is 0 where kept
+
+
+def torch_warp(warp: ArenaWarp, frames: torch.Tensor) -> torch.Tensor:
+    """The torch warp on decoded frames as the decoders give them (T x H x W grey or T x H x W x 3)."""
+    if frames.ndim == 3:
+        return warp(frames.unsqueeze(1))[:, 0]
+    return warp(frames.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: chunks of a block
+# ---------------------------------------------------------------------------------------------
+
+
 class DaliChunkDecoder:
     """Decodes the chunks of a block into working-size frames (T x C x h x w uint8 on ``device``).
 
     ``frames_decoded`` counts the decoder's work: for a DALI lane, from the keyframe at or before each
     chunk's first frame to its last (what a seek-and-decode costs); PyAV counts it exactly.
+    ``dali_warp=False`` leaves the arena warp to torch on every lane (a reference for tests).
     """
 
     def __init__(self, sources: list[VideoSource], live: bool, size, device: torch.device, max_chunks: int = 64,
-                 cpu_decoder: str = "auto", threads: int = 2):
+                 cpu_decoder: str = "auto", threads: int = 2, dali_warp: bool = True):
         self.sources = sources
         self.live = live
         self.size = tuple(size)
         self.device = device
         self.max_chunks = max_chunks
         self._dali_decoded = 0
+        self._count_lock = threading.Lock()
         self.lanes: dict[int, str] = {}
         for v, src in enumerate(sources):
             lane, why = choose_lane(src.info, device, cpu_decoder)
             self.lanes[v] = lane
             level = logging.WARNING if device.type == "cuda" and lane == "pyav" else logging.INFO
             log.log(level, "%s: decoding with %s (%s)", src.info.path, lane, why)
+        # videos whose arena warp runs in the DALI graph: their samples skip the torch warp
+        self._warped = {v: warped_source(src) for v, src in enumerate(sources)
+                        if dali_warp and src.pre.arena is not None}
+        self._arena = {v: arena_inputs(self.sources[v].pre.arena) for v in self._warped}
+        self._limits: dict[int, int] = {}
         self._pyav = ChunkDecoder(sources, live, self.size)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="selfee-dali-decode")
-        self._pipes: dict[str, object] = {}
+        # remuxing has its own threads: it must not wait for the PyAV chunks queued on the pool
+        self._cut_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="selfee-dali-cut")
+        self._pipes: dict[tuple[str, bool], object] = {}
+        self._cutters = CutterCache(max(32, max_chunks))  # >= the videos of one run: none closed while in use
 
     # -- DALI graphs --------------------------------------------------------------------------------
-    def _pipe(self, lane: str):
-        if lane not in self._pipes:
+    def _pipe(self, lane: str, warp: bool):
+        if (lane, warp) not in self._pipes:
             dev = "mixed" if lane == "nvdec" else "cpu"
+            consts = next(iter(self._arena.values()))["consts"] if warp else None
 
             @sync_pipeline(self.max_chunks, device_id(self.device) if lane == "nvdec" else None)
             def chunks():
                 enc = fn.external_source(name="encoded", dtype=types.UINT8)
                 start = fn.external_source(name="start", dtype=types.INT32)
                 stop = fn.external_source(name="stop", dtype=types.INT32)
-                # "edge" repeats the last frame when a broken tail ends the chunk early (the reference's policy)
-                return fn.decoders.video(enc, device=dev, start_frame=start, end_frame=stop, pad_mode="edge")
+                # each segment holds every frame asked for: "none" makes a shortfall an error, not padding
+                frames = fn.decoders.video(enc, device=dev, start_frame=start, end_frame=stop, pad_mode="none")
+                return _warp_graph(frames, dev == "mixed", consts) if warp else frames
 
             p = chunks()
             p.build()
-            self._pipes[lane] = p
-        return self._pipes[lane]
+            self._pipes[(lane, warp)] = p
+        return self._pipes[(lane, warp)]
+
+    def _drop_pipes(self, lane: str):
+        for key in [k for k in self._pipes if k[0] == lane]:
+            del self._pipes[key]  # a DALI pipeline is unusable after an error
+
+    def _limit(self, v: int, stop: int) -> int:
+        """Frames of video ``v`` DALI may decode; the tail is checked only once a chunk reaches the last GOP."""
+        info = self.sources[v].info
+        if stop <= int(info.keyframes[-1]):
+            return info.frames
+        if v not in self._limits:
+            self._limits[v] = dali_frames(info)
+        return self._limits[v]
 
     def _decode_dali(self, lane: str, chunks: list[Chunk]) -> list[torch.Tensor]:
-        encoded = {v: read_encoded(self.sources[v].info.path) for v in {c.video for c in chunks}}
-        out: list[torch.Tensor] = []
-        for i in range(0, len(chunks), self.max_chunks):
-            part = chunks[i : i + self.max_chunks]
-            pipe = self._pipe(lane)
-            pipe.feed_input("encoded", [encoded[c.video] for c in part])
-            pipe.feed_input("start", [np.array(self.sources[c.video].pre.start + c.decode_start, np.int32) for c in part])
-            pipe.feed_input("stop", [np.array(self.sources[c.video].pre.start + c.decode_stop, np.int32) for c in part])
-            (frames,) = pipe.run()
-            for c, rgb in zip(part, samples_to_torch(frames, self.device)):
-                src = self.sources[c.video]
-                want = c.decode_stop - c.decode_start
-                if rgb.shape[0] != want or tuple(rgb.shape[1:3]) != (src.info.height, src.info.width):
-                    raise VideoError(src.info.path, f"DALI decoded {tuple(rgb.shape)} for {want} frames")
-                out.append(frames_to_samples(rgb, src.pre, self.live, self.size))
-                kf = src.info.keyframe_before(src.pre.start + c.decode_start)
-                self._dali_decoded += src.pre.start + c.decode_stop - kf
+        out: list[torch.Tensor | None] = [None] * len(chunks)
+        groups: dict[bool, list[int]] = {}
+        for j, c in enumerate(chunks):
+            groups.setdefault(c.video in self._warped, []).append(j)
+        for warp, js in groups.items():
+            for i in range(0, len(js), self.max_chunks):
+                part = js[i : i + self.max_chunks]
+                for j, x in zip(part, self._run(lane, warp, [chunks[j] for j in part])):
+                    out[j] = x
+        return out  # type: ignore[return-value]
+
+    def _segments(self, part: list[Chunk]) -> list:
+        """Each chunk's segment; videos are cut in parallel (a cutter serves one thread at a time)."""
+        by_video: dict[int, list[int]] = {}
+        for j, c in enumerate(part):
+            by_video.setdefault(c.video, []).append(j)
+
+        def cut(v: int, cutter, js: list[int]):
+            pre = self.sources[v].pre
+            return [(j, cutter.cut(pre.start + part[j].decode_start, pre.start + part[j].decode_stop)) for j in js]
+
+        jobs = [self._cut_pool.submit(cut, v, self._cutters.get(v, self.sources[v].info), js)
+                for v, js in by_video.items()]
+        wait(jobs)  # all of them, even when one fails: a retry must not share a cutter with a running cut
+        segs = [None] * len(part)
+        for job in jobs:
+            for j, seg in job.result():
+                segs[j] = seg
+        return segs
+
+    def _run(self, lane: str, warp: bool, part: list[Chunk]) -> list[torch.Tensor]:
+        segs = self._segments(part)
+        pipe = self._pipe(lane, warp)
+        pipe.feed_input("encoded", [s.data for s in segs])
+        pipe.feed_input("start", [np.array(self.sources[c.video].pre.start + c.decode_start - s.first, np.int32)
+                                  for c, s in zip(part, segs)])
+        pipe.feed_input("stop", [np.array(self.sources[c.video].pre.start + c.decode_stop - s.first, np.int32)
+                                 for c, s in zip(part, segs)])
+        if warp:
+            for name in ("matrix", "size", "keep", "fill"):
+                pipe.feed_input(name, [self._arena[c.video][name] for c in part])
+        (frames,) = pipe.run()
+        out = []
+        for c, seg, rgb in zip(part, segs, samples_to_torch(frames, self.device)):
+            src = self._warped[c.video] if warp else self.sources[c.video]
+            want = c.decode_stop - c.decode_start
+            hw = tuple(int(v) for v in self._arena[c.video]["size"]) if warp else (src.info.height, src.info.width)
+            if rgb.shape[0] != want or tuple(rgb.shape[1:3]) != hw:
+                raise VideoError(src.info.path, f"DALI decoded {tuple(rgb.shape)} for {want} frames")
+            out.append(frames_to_samples(rgb, src.pre, self.live, self.size))
+            with self._count_lock:
+                self._dali_decoded += src.pre.start + c.decode_stop - seg.first
+        return out
+
+    def _decode_lane(self, lane: str, chunks: list[Chunk]) -> list[torch.Tensor | None]:
+        """DALI for a lane's chunks; after a failed run, each video again on its own, and a video that
+        fails again goes to PyAV for good (None where PyAV is to decode)."""
+        try:
+            return self._decode_dali(lane, chunks)  # type: ignore[return-value]
+        except Exception as exc:  # a stream the decoder rejects (maybe one of several videos)
+            self._drop_pipes(lane)
+            log.debug("%s decoding of %d chunks failed (%s); retrying video by video", lane, len(chunks),
+                      _one_line(exc))
+        out: list[torch.Tensor | None] = [None] * len(chunks)
+        by_video: dict[int, list[int]] = {}
+        for j, c in enumerate(chunks):
+            by_video.setdefault(c.video, []).append(j)
+        for v, js in by_video.items():
+            try:
+                for j, x in zip(js, self._decode_dali(lane, [chunks[j] for j in js])):
+                    out[j] = x
+            except Exception as exc:
+                self._drop_pipes(lane)
+                log.warning("%s: %s decoding failed (%s); falling back to PyAV", self.sources[v].info.path, lane,
+                            _one_line(exc))
+                self.lanes[v] = "pyav"
         return out
 
     def _decode_pyav(self, chunk: Chunk) -> torch.Tensor:
         return self._pyav.decode(chunk).to(self.device, non_blocking=True)
+
+    def _decode_tail(self, chunk: Chunk) -> torch.Tensor:
+        """A chunk reaching a broken tail, decoded as the PyAV lane does (``dali_frames`` logged it once)."""
+        src = self.sources[chunk.video]
+        start, stop = src.pre.start + chunk.decode_start, src.pre.start + chunk.decode_stop
+        try:
+            with VideoReader(src.info, threads=1) as reader:
+                frames = reader.read(start, stop, grey=self.live)
+        except VideoError as exc:
+            raise ChunkDecodeError(src.info.path, f"{exc.problem} in frames {start}-{stop - 1}", chunk) from None
+        finally:
+            with self._count_lock:
+                self._dali_decoded += reader.frames_decoded
+        if frames.shape[0] == 0:
+            raise ChunkDecodeError(src.info.path, f"no frames could be decoded in frames {start}-{stop - 1}", chunk)
+        if frames.shape[0] < stop - start:  # repeat the last good frame, as the reference does
+            frames = np.concatenate([frames, np.repeat(frames[-1:], stop - start - frames.shape[0], axis=0)])
+        return frames_to_samples(torch.from_numpy(frames), src.pre, self.live, self.size).to(self.device)
 
     # -- entry point -------------------------------------------------------------------------------
     def decode_many(self, chunks: list[Chunk]) -> list[torch.Tensor]:
         """Working-size frames of every chunk, in the order given."""
         out: list[torch.Tensor | None] = [None] * len(chunks)
         by_lane: dict[str, list[int]] = {}
+        futures = []
         for i, c in enumerate(chunks):
-            by_lane.setdefault(self.lanes[c.video], []).append(i)
-        pyav = by_lane.pop("pyav", [])
-        futures = [(i, self._pool.submit(self._decode_pyav, chunks[i])) for i in pyav]
+            src = self.sources[c.video]
+            lane = self.lanes[c.video]
+            if lane != "pyav" and src.pre.start + c.decode_stop > self._limit(c.video, src.pre.start + c.decode_stop):
+                futures.append((i, self._pool.submit(self._decode_tail, c)))
+            else:
+                by_lane.setdefault(lane, []).append(i)
+        futures += [(i, self._pool.submit(self._decode_pyav, chunks[i])) for i in by_lane.pop("pyav", [])]
         for lane, idx in by_lane.items():
-            try:
-                for i, x in zip(idx, self._decode_dali(lane, [chunks[i] for i in idx])):
-                    out[i] = x
-            except Exception as exc:  # a stream this decoder rejects: PyAV for that video from now on
-                self._pipes.pop(lane, None)  # a DALI pipeline is unusable after an error
-                bad = {chunks[i].video for i in idx if out[i] is None}
-                for v in sorted(bad):
-                    log.warning("%s: %s decoding failed (%s); falling back to PyAV", self.sources[v].info.path,
-                                lane, _one_line(exc))
-                    self.lanes[v] = "pyav"
-                futures += [(i, self._pool.submit(self._decode_pyav, chunks[i])) for i in idx if out[i] is None]
+            for i, x in zip(idx, self._decode_lane(lane, [chunks[i] for i in idx])):
+                if x is None:
+                    futures.append((i, self._pool.submit(self._decode_pyav, chunks[i])))
+                out[i] = x
         for i, fut in futures:
             out[i] = fut.result()
         return out  # type: ignore[return-value]
@@ -132,7 +359,9 @@ class DaliChunkDecoder:
 
     def close(self):
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._cut_pool.shutdown(wait=True, cancel_futures=True)
         self._pipes.clear()
+        self._cutters.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,64 +369,105 @@ class DaliChunkDecoder:
 # ---------------------------------------------------------------------------------------------
 
 
-def stream_blocks(src: VideoSource, device: torch.device, sequence: int = 32, cpu_decoder: str = "auto",
-                  lane: str | None = None) -> Iterator[torch.Tensor]:
-    """T x H x W x 3 uint8 tensors of the window's frames in order, on ``device`` for NVDEC (T x H x W
-    grey for the frames PyAV decodes when the source is grey).
+def stream_source(src: VideoSource, device: torch.device, sequence: int = 32,
+                  cpu_decoder: str = "auto") -> tuple[VideoSource, Iterator[torch.Tensor]]:
+    """(source to preprocess the blocks with, blocks of :func:`stream_blocks`) for embedding.
 
-    DALI streams the file from its first frame (frames before the window are dropped); when DALI
-    stops early or fails, PyAV continues from the next frame, so the count is what PyAV decodes.
+    With an arena the blocks come out warped (in the DALI graph, or by the torch warp for frames
+    PyAV decodes) and the returned source's preprocessing skips the warp.
+    """
+    if src.pre.arena is None:
+        return src, stream_blocks(src, device, sequence, cpu_decoder)
+    return warped_source(src), stream_blocks(src, device, sequence, cpu_decoder, warp=True)
+
+
+def stream_blocks(src: VideoSource, device: torch.device, sequence: int = 32, cpu_decoder: str = "auto",
+                  lane: str | None = None, warp: bool = False) -> Iterator[torch.Tensor]:
+    """T x H x W x 3 uint8 tensors of the window's frames in order, on ``device`` for NVDEC (T x H x W
+    grey for the frames PyAV decodes when the source is grey). With ``warp`` (and an arena), frames
+    are warped onto the arena square (see :func:`stream_source`).
+
+    DALI decodes keyframe-aligned segments from the keyframe at or before the window's first frame
+    (the frames before the window are dropped); when DALI stops early or fails, PyAV continues
+    from the next frame, so the count is what PyAV decodes. A broken last GOP (``dali_frames``) is
+    left to PyAV.
     """
     info, pre = src.info, src.pre
+    arena = pre.arena if warp else None
     if lane is None:
         lane, why = choose_lane(info, device, cpu_decoder)
         level = logging.WARNING if device.type == "cuda" and lane == "pyav" else logging.INFO
         log.log(level, "%s: decoding with %s (%s)", info.path, lane, why)
     nxt = pre.start  # next video frame index to yield
-    if lane != "pyav":
+    end = pre.stop if lane == "pyav" or pre.stop <= int(info.keyframes[-1]) else min(pre.stop, dali_frames(info))
+    if lane != "pyav" and end > nxt:
         try:
-            for first, rgb in _dali_stream(info, lane, device, sequence, pre.stop):
-                lo, hi = max(nxt - first, 0), min(pre.stop - first, rgb.shape[0])
+            for first, rgb in _dali_stream(info, lane, device, sequence, nxt, end, arena):
+                lo, hi = max(nxt - first, 0), min(end - first, rgb.shape[0])
                 if hi > lo:
                     yield rgb[lo:hi]
                     nxt = first + hi
-                if nxt >= pre.stop:
-                    return
+                if nxt >= end:
+                    break
         except Exception as exc:
             log.warning("%s: %s decoding stopped at frame %d (%s); PyAV goes on from there", info.path, lane, nxt,
                         _one_line(exc))
         else:
-            if nxt < pre.stop:
-                log.warning("%s: %s decoded %d of %d frames; PyAV checks the rest", info.path, lane, nxt, pre.stop)
+            if nxt < end:
+                log.warning("%s: %s decoded %d of %d frames; PyAV checks the rest", info.path, lane, nxt, end)
+    if nxt >= pre.stop:
+        return
     block: list[np.ndarray] = []
     with VideoReader(info) as reader:
         for _, rgb in reader.iter_frames(nxt, pre.stop, grey=pre.grey):
             block.append(rgb)
             if len(block) == sequence:
-                yield torch.from_numpy(np.stack(block)).to(device)
+                yield _pyav_block(block, device, arena)
                 block = []
     if block:
-        yield torch.from_numpy(np.stack(block)).to(device)
+        yield _pyav_block(block, device, arena)
 
 
-def _dali_stream(info, lane: str, device: torch.device, sequence: int, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first frame index, T x H x W x 3) sequences from ``fn.experimental.inputs.video`` until ``stop``."""
+def _pyav_block(block: list[np.ndarray], device: torch.device, arena: ArenaWarp | None) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(block)).to(device)
+    return x if arena is None else torch_warp(arena, x)
+
+
+def _dali_stream(info, lane: str, device: torch.device, sequence: int, start: int, stop: int,
+                 arena: ArenaWarp | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first frame index, T x H x W x 3) runs of frames ``[start, stop)`` from ``fn.experimental.inputs.video``.
+
+    Each segment is fed alone and streamed to its end (``ceil(frames / sequence)`` runs, the last
+    sequence partial; the operator takes the next input only once one is used up), so at most one
+    segment's bytes are held; its frames outside ``[start, stop)`` are dropped.
+    """
     dev = "mixed" if lane == "nvdec" else "cpu"
+    inputs = None if arena is None else arena_inputs(arena)
 
     @sync_pipeline(1, device_id(device) if lane == "nvdec" else None, num_threads=1)
     def streamed():
-        return fn.experimental.inputs.video(name="video", sequence_length=sequence, device=dev,
-                                            last_sequence_policy="partial")
+        frames = fn.experimental.inputs.video(name="video", sequence_length=sequence, device=dev,
+                                              last_sequence_policy="partial")
+        return frames if inputs is None else _warp_graph(frames, dev == "mixed", inputs["consts"], inputs)
 
     pipe = streamed()
     pipe.build()
-    pipe.feed_input("video", [read_encoded(info.path)])
-    first = 0
-    total = info.frames  # the packet count; the last run would raise if the stream held fewer frames
-    while first < min(stop, total):
-        (out,) = pipe.run()
-        (rgb,) = samples_to_torch(out, device)
-        if rgb.shape[0] == 0:
-            return
-        yield first, rgb
-        first += rgb.shape[0]
+    cutter = SegmentCutter(info)
+    try:
+        for first, seg_stop in plan_segments(info, start, stop, SEGMENT_FRAMES):
+            seg = cutter.cut(max(first, start), seg_stop)
+            pipe.feed_input("video", [seg.data])
+            got = 0
+            for _ in range(-(-seg.frames // sequence)):
+                (out,) = pipe.run()
+                (rgb,) = samples_to_torch(out, device)
+                n = rgb.shape[0]
+                lo, hi = max(start - seg.first - got, 0), min(seg_stop - seg.first - got, n)
+                if hi > lo:
+                    yield seg.first + got + lo, rgb[lo:hi]
+                got += n
+            if got != seg.frames:  # DALI counted the segment's frames differently: later runs would be misaligned
+                raise VideoError(info.path, f"DALI gave {got} frames for the {seg.frames} of the segment from frame "
+                                            f"{seg.first}")
+    finally:
+        cutter.close()

@@ -36,11 +36,11 @@ def decode_bytes(data: np.ndarray) -> np.ndarray:
 
 
 def dali_whole(path, device="cpu") -> np.ndarray:
-    """Every frame of ``path`` through DALI's decoder, fed the whole file (the old way, as a reference)."""
+    """Every frame of ``path`` through DALI's decoder (``mixed``: NVDEC), fed the whole file (the old way)."""
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(batch_size=1, num_threads=1, device_id=None, exec_async=False, exec_pipelined=False,
-                  prefetch_queue_depth=1)
+    @pipeline_def(batch_size=1, num_threads=1, device_id=0 if device == "mixed" else None, exec_async=False,
+                  exec_pipelined=False, prefetch_queue_depth=1)
     def whole():
         return fn.decoders.video(fn.external_source(name="encoded", dtype=types.UINT8), device=device)
 
@@ -48,7 +48,7 @@ def dali_whole(path, device="cpu") -> np.ndarray:
     pipe.build()
     pipe.feed_input("encoded", [np.fromfile(str(path), np.uint8)])
     (out,) = pipe.run()
-    return np.array(out[0])
+    return np.array(out.as_cpu()[0])
 
 
 @pytest.fixture
@@ -98,9 +98,29 @@ def test_a_segment_decodes_to_the_frames_of_the_source(tmp_path, codec, suffix, 
     for start, stop in [(0, 5), (3, 20), (13, 14), (25, 47), (49, 60), (59, 60)]:
         seg = cutter.cut(start, stop)
         assert seg.first == info.keyframe_before(start) and seg.frames >= stop - seg.first
+        # Matroska, but MPEG-4 from AVI stays AVI (DALI unpacks DivX packed B-frames for NVDEC only there)
+        assert seg.data[:4].tobytes() == (b"RIFF" if codec == "mpeg4" else b"\x1a\x45\xdf\xa3")
         got = decode_bytes(seg.data)
         assert len(got) >= stop - seg.first
         assert np.array_equal(got[: stop - seg.first], full[seg.first : stop])  # the same pictures, in order
+    cutter.close()
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["centered_pair_small.mp4", "mouse_video.mp4", "bsoid/body_groom_hstacked.mp4"])
+def test_segments_of_real_videos(shared_data, name):
+    from conftest import real_video
+    from selfee.video import VideoReader
+
+    info = probe(real_video(shared_data, name))
+    cutter = SegmentCutter(info)
+    with VideoReader(info) as reader:
+        for start in (info.frames // 3, info.frames // 2 + 7, info.frames - 20):
+            stop = min(info.frames, start + 24)
+            seg = cutter.cut(start, stop)
+            assert seg.nbytes * 4 < info.path.stat().st_size
+            got = decode_bytes(seg.data)[start - seg.first : stop - seg.first]
+            assert np.array_equal(got, reader.read(start, stop))
     cutter.close()
 
 
@@ -202,3 +222,23 @@ def test_embedding_feeds_segments_not_the_file(long_vp9, fed, monkeypatch):
     assert max(s.frames for s in cuts) <= decode.SEGMENT_FRAMES + 30
     assert fed["video"] == [s.nbytes for s in cuts]
     assert max(fed["video"]) * 5 < long_vp9.stat().st_size
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("opts", [{"g": 12, "bf": 2}, {"bf": 3, "x264-params": "open-gop=1:keyint=12:min-keyint=12"}])
+def test_nvdec_gives_the_same_frames_from_segments_as_from_the_file(tmp_path, opts):
+    """NVDEC (DALI's mixed decoder, Annex B through ``h264_mp4toannexb`` for Matroska) on H.264 segments."""
+    from selfee.pipelines.decode import DaliChunkDecoder
+
+    p = write_video(tmp_path / "g.mp4", textured_frames(90, 64, 96), **opts)
+    cfg = cfg_for(**{"data.holdout_fraction": 0, "data.live_frames": False, "data.input_size": [64, 96]})
+    (src,) = make_sources([probe(p)], cfg)
+    chunks = plan_chunks(0, src, 2, 16, 0, src.frames)
+    dec = DaliChunkDecoder([src], False, (64, 96), torch.device("cuda"), threads=1)
+    out = dec.decode_many(chunks)
+    dec.close()
+    assert dec.lanes == {0: "nvdec"}
+    whole = torch.from_numpy(dali_whole(p, "mixed")).permute(0, 3, 1, 2)
+    for c, x in zip(chunks, out):
+        assert x.is_cuda and torch.equal(x.cpu(), whole[c.decode_start : c.decode_stop])
