@@ -122,8 +122,10 @@ def load_state(model: torch.nn.Module, state: dict, source: str) -> None:
     """Strict load with a one-line error naming the first missing/unexpected/mismatched tensor."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    # A BYOL target missing from the file starts as a copy of the online encoder.
-    if missing and all(k.startswith("target.") for k in missing) and hasattr(model, "encoder"):
+    # A BYOL target absent from the file (a SimSiam checkpoint) starts as a copy of the online
+    # encoder; a file with only part of a target is damaged, and the first missing tensor is named.
+    has_target = any(k.startswith("target.") for k in state)
+    if missing and not has_target and all(k.startswith("target.") for k in missing) and hasattr(model, "encoder"):
         state = dict(state)
         for k in missing:
             state[k] = state["encoder." + k[len("target.") :]]
@@ -237,18 +239,24 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 def imagenet_backbone(arch: str) -> dict:
-    """torchvision's ImageNet weights for ``arch`` without ``fc``: downloaded, or from the hub cache."""
+    """torchvision's IMAGENET1K_V1 weights for ``arch`` without ``fc``: downloaded, or from the hub cache.
+
+    V1 is what the original's ``resnet50(pretrained=True)`` loaded (resnet50-0676ba61.pth), not
+    torchvision's current DEFAULT (V2 for ResNet-50 and deeper).
+    """
     import torchvision
 
-    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    from selfee.model import IMAGENET_WEIGHTS
+
+    weights = torchvision.models.get_model_weights(arch)[IMAGENET_WEIGHTS]
     url = weights.url
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     try:
         sd = torch.hub.load_state_dict_from_url(url, progress=True, map_location="cpu", check_hash=False)
     except Exception as exc:
         raise SelfeeError(
-            f"ImageNet weights for {arch} are not in the torch hub cache and could not be downloaded "
-            f"({type(exc).__name__}). Download {url} and save it as {cache}, or train with --init none"
+            f"ImageNet weights for {arch} ({IMAGENET_WEIGHTS}) are not in the torch hub cache and could not be "
+            f"downloaded ({type(exc).__name__}). Download {url} and save it as {cache}, or train with --init none"
         ) from None
     return {k: v for k, v in sd.items() if not k.startswith("fc.")}
 

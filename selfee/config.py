@@ -93,7 +93,10 @@ class DataConfig:
     input_size: tuple[int, int] = (256, 192)  # height, width of the network input (flies: 224, 224)
     chunk_frames: int = 256  # keyframe intervals shorter than this are merged into chunks of up to this many frames
     chunk_fraction: float = 0.5  # share of a decoded chunk's frames used as samples (decode cost ~ 1/this)
-    pool_batches: int = 8  # batches drawn from one shuffled pool of decoded chunks
+    # A batch holds ~chunk_frames * chunk_fraction / pool_batches samples of one chunk (4 here; 8 gave 16
+    # near-duplicates). Memory: a block is ~pool_batches * batch / chunk_fraction working-size grey frames
+    # (mouse preset: ~16.6k frames of 366x275, 1.7 GB) and the loader holds two (docs/pipelines.md).
+    pool_batches: int = 32  # batches drawn from one shuffled pool of decoded chunks
     holdout_fraction: float = 0.05  # last fraction of each video held out for the evaluation loss
     decode_threads: int = 2  # videos decoded in parallel by the reference loader
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -163,7 +166,7 @@ class ModelConfig:
     proj_dim: int = 2048  # projector hidden and output width (the embedding is its output)
     pred_hidden: int = 512  # predictor bottleneck
     cld_dim: int = 1024  # CLD head output (the original tied it to 2 x pred_hidden)
-    init: str = "imagenet"  # none | imagenet | path to a selfee-fast or original Selfee checkpoint
+    init: str = "imagenet"  # none | imagenet (torchvision IMAGENET1K_V1, as the original) | a checkpoint path (either format)
 
     def __post_init__(self):
         _one_of(self.arch, "arch", _ARCHS)
@@ -196,15 +199,22 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with a one-cycle schedule (PyTorch OneCycleLR semantics, as the original used)."""
+    """SGD with a one-cycle schedule (PyTorch OneCycleLR semantics, as the original used).
 
-    batch_size: int = 256
+    Momentum: by default (``cycle_momentum``) the schedule sets it at every step, 0.95 at the
+    start, down to 0.85 at the learning-rate peak, back up to 0.95 at the end (OneCycleLR's
+    defaults). The original created its SGD with momentum=0.9 but ran OneCycleLR with
+    ``cycle_momentum=True``, which overwrote it, so 0.9 was never used; ``momentum`` below only
+    applies, constant, with ``cycle_momentum = false``.
+    """
+
+    batch_size: int = 256  # global (all processes); with CLD each process's share must be >= loss.clusters
     base_lr: float = 0.05  # per 256 samples; lr = base_lr * batch_size / 256
-    momentum: float = 0.9
+    momentum: float = 0.9  # used only with cycle_momentum = false (then constant)
     weight_decay: float = 1e-4
     steps: int = 20_000
     warmup_fraction: float = 0.025  # one-cycle pct_start
-    cycle_momentum: bool = True  # OneCycleLR's default: momentum 0.95 -> 0.85 -> 0.95
+    cycle_momentum: bool = True  # momentum 0.95 -> 0.85 -> 0.95 with the lr cycle (OneCycleLR; the original)
     div_factor: float = 25.0  # initial lr = lr / div_factor
     final_div_factor: float = 1e4  # final lr = initial lr / final_div_factor
 
@@ -237,7 +247,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     pipeline: str = "auto"  # auto (DALI on a GPU where installed, else torch) | dali | torch | synthetic
-    sync_bn: bool = False  # SyncBatchNorm under torchrun
+    sync_bn: bool = False  # SyncBatchNorm under torchrun (CUDA only: PyTorch has no CPU SyncBatchNorm)
     seed: int = 0
     checkpoint_every: int = 5_000
     eval_every: int = 100  # loss on the held-out split every N steps (0: never)
@@ -294,6 +304,15 @@ class SelfeeConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+    def __post_init__(self):
+        # Rules across sections. k-means groups each batch into loss.clusters groups; under
+        # torchrun each process clusters its own share (checked again with the world size).
+        if self.loss.cld and self.optim.batch_size < self.loss.clusters:
+            raise ConfigError(
+                f"config field 'optim.batch_size' ({self.optim.batch_size}) must be >= 'loss.clusters' "
+                f"({self.loss.clusters}) when loss.cld is on: k-means groups each batch into loss.clusters groups"
+            )
 
     # -- construction -------------------------------------------------------------------------
 

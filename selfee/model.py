@@ -61,12 +61,23 @@ def predictor(dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
 
 
+# The original Selfee built its backbone with torchvision's ``pretrained=True``, which means the
+# IMAGENET1K_V1 weights (resnet50-0676ba61.pth), not today's DEFAULT (IMAGENET1K_V2 for ResNet-50).
+IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+
+
 def backbone(arch: str, pretrained: bool = False) -> tuple[nn.Module, int]:
-    """A torchvision ResNet with ``fc`` replaced by Identity, and its feature width."""
-    weights = "DEFAULT" if pretrained else None
-    net = getattr(torchvision.models, arch)(weights=weights)
+    """A torchvision ResNet with ``fc`` replaced by Identity, and its feature width.
+
+    ``pretrained``: torchvision's IMAGENET1K_V1 weights (see :func:`selfee.checkpoint.imagenet_backbone`).
+    """
+    net = getattr(torchvision.models, arch)(weights=None)
     dim = net.fc.in_features
     net.fc = nn.Identity()
+    if pretrained:
+        from selfee.checkpoint import imagenet_backbone  # local: checkpoint imports model
+
+        net.load_state_dict(imagenet_backbone(arch))
     return net, dim
 
 
@@ -148,14 +159,8 @@ def build_model(cfg: ModelConfig, byol: bool = False) -> Selfee:
     from selfee.checkpoint import load_initial_weights  # local: checkpoint imports model
 
     init = cfg.init.lower()
-    if init == "imagenet":
-        from selfee.checkpoint import imagenet_backbone
-
-        model = Selfee(cfg, byol=byol)
-        model.encoder.backbone.load_state_dict(imagenet_backbone(cfg.arch))
-        if model.target is not None:
-            model.target.load_state_dict(model.encoder.state_dict())
-        return model
+    if init == "imagenet":  # a BYOL target starts as a copy of the pretrained encoder
+        return Selfee(cfg, byol=byol, pretrained_backbone=True)
     model = Selfee(cfg, byol=byol)
     if init != "none":
         load_initial_weights(model, cfg.init)

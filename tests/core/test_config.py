@@ -77,6 +77,18 @@ def test_invalid_values_name_the_field(override, field):
         SelfeeConfig.load(overrides=[override])
 
 
+def test_batch_smaller_than_the_clusters_fails_at_load(tmp_path):
+    # k-means needs at least loss.clusters samples in a batch: say so at load, not at the first step
+    with pytest.raises(ConfigError, match=r"'optim.batch_size' \(8\) must be >= 'loss.clusters' \(10\)"):
+        SelfeeConfig.load(overrides=["optim.batch_size=8"])
+    toml = tmp_path / "run.toml"
+    toml.write_text("[optim]\nbatch_size = 16\n[loss]\nclusters = 20\n")
+    with pytest.raises(ConfigError, match="'loss.clusters'"):
+        SelfeeConfig.load(toml)
+    assert SelfeeConfig.load(overrides=["optim.batch_size=8", "loss.cld=false"]).optim.batch_size == 8  # no k-means
+    assert SelfeeConfig.load(overrides=["optim.batch_size=10"]).loss.clusters == 10  # equal is enough
+
+
 def test_unknown_field_suggests_the_right_one(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
         SelfeeConfig.load(overrides=["optim.batchsize=3"])

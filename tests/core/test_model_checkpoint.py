@@ -6,6 +6,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from conftest import numbered_frames, write_video
 from selfee.checkpoint import atomic_save, convert_file, convert_original, load_checkpoint, load_model
 from selfee.config import ModelConfig
 from selfee.errors import SelfeeError
@@ -189,3 +190,114 @@ def test_unreadable_checkpoints_fail_clearly(tmp_path):
     torch.save({"weights": torch.ones(1)}, other)
     with pytest.raises(SelfeeError, match="not a selfee-fast checkpoint"):
         load_checkpoint(other)
+
+
+def _byol_layout(orig):
+    """The original CLD_Byol layout: online_encoder.* and target_encoder.* instead of backbone.*."""
+    sd = {}
+    for k, v in orig.state_dict().items():
+        if k.startswith("backbone."):
+            sd["online_encoder." + k[len("backbone."):]] = v
+            sd["target_encoder." + k[len("backbone."):]] = v + 1  # an EMA differs from the online weights
+        else:
+            sd[k] = v
+    return sd
+
+
+def test_byol_original_with_part_of_its_target_is_refused(tmp_path):
+    full = _byol_layout(_original())
+    sd = {k: v for k, v in full.items() if k != "target_encoder.backbone.layer2.0.conv1.weight"}
+    with pytest.raises(SelfeeError, match=r"lack 'target.backbone.layer2.0.conv1.weight' \(1 tensors missing\)"):
+        convert_original(sd)
+    partial = {k: v for k, v in full.items() if not k.startswith("target_encoder.projector.")}
+    with pytest.raises(SelfeeError, match="lack 'target.projector.0.weight'"):
+        convert_original(partial)
+    path = tmp_path / "byol.pkl"
+    torch.save(sd, path)
+    assert run_cli("convert", path, tmp_path / "out.pt").exit_code == 2
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_file_without_any_target_starts_the_byol_target_from_the_encoder(tmp_path):
+    orig = _original()
+    path = tmp_path / "simsiam.pkl"
+    torch.save(orig.state_dict(), path)
+    model, _ = load_model(path, byol=True)
+    enc, tgt = model.encoder.state_dict(), model.target.state_dict()
+    assert set(enc) == set(tgt) and all(torch.equal(enc[k], tgt[k]) for k in enc)
+    assert torch.equal(tgt["backbone.conv1.weight"], orig.state_dict()["backbone.backbone.conv1.weight"])
+
+
+# --- train --init: the weights the first step starts from are the file's ----------------------
+
+# the original's names -> ours, written out here as an independent reference
+_ORIGINAL_TO_OURS = {
+    "backbone.backbone.": "encoder.backbone.",
+    "backbone.projector.": "encoder.projector.",
+    "predictor.predictor.": "predictor.",
+    "predictor.groupDis.0.": "cld_head.linear.",
+}
+_TRAIN_TINY = ["--device", "cpu", "--pipeline", "torch", "--steps", 1, "-s", "model.arch=resnet18",
+               "-s", "model.proj_dim=64", "-s", "model.pred_hidden=16", "-s", "model.cld_dim=32",
+               "-s", "loss.clusters=3", "-s", "optim.batch_size=8", "-s", "data.input_size=[32,32]",
+               "-s", "data.frame_interval=1", "-s", "data.chunk_frames=16", "-s", "data.pool_batches=2",
+               "-s", "train.eval_every=0", "-s", "train.tensorboard=false"]
+
+
+def run_cli(*args):
+    from typer.testing import CliRunner
+
+    from selfee.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _weights_at_first_step(monkeypatch, tmp_path, init):
+    """``selfee-fast train --init INIT``, stopped where training would start: the model's state then."""
+    import selfee.train
+
+    seen = {}
+
+    def fit(self, *a, **k):
+        seen["step"] = self.step
+        seen["state"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {}
+
+    monkeypatch.setattr(selfee.train.Trainer, "fit", fit)
+    video = write_video(tmp_path / "clip.mp4", numbered_frames(20))
+    r = run_cli("train", video, "--out", tmp_path / "run", "--init", init, *_TRAIN_TINY)
+    assert r.exit_code == 0, r.output
+    return seen
+
+
+def test_train_init_from_an_original_file(monkeypatch, tmp_path):
+    sd = _original().state_dict()
+    path = tmp_path / "Selfee_weights.pkl"
+    torch.save(sd, path)
+    seen = _weights_at_first_step(monkeypatch, tmp_path, path)
+    assert seen["step"] == 0 and len(seen["state"]) == len(sd)
+    for k, v in sd.items():
+        old = next(p for p in _ORIGINAL_TO_OURS if k.startswith(p))
+        assert torch.equal(seen["state"][_ORIGINAL_TO_OURS[old] + k[len(old):]], v), k
+
+
+def test_train_init_from_a_selfee_fast_checkpoint_takes_weights_only(monkeypatch, tmp_path):
+    from selfee.config import SelfeeConfig
+    from selfee.train import Trainer
+
+    cfg = SelfeeConfig.load(overrides=["model.arch=resnet18", "model.proj_dim=64", "model.pred_hidden=16",
+                                       "model.cld_dim=32", "model.init=none", "loss.clusters=3", "optim.batch_size=8",
+                                       "train.seed=5", "train.tensorboard=false", "train.device=cpu"])
+    trainer = Trainer(cfg, tmp_path / "earlier")
+    with torch.no_grad():  # weights no fresh model has, buffers included
+        for v in trainer.model.state_dict().values():
+            if v.is_floating_point():
+                v.add_(torch.randn_like(v).abs())
+    trainer.step = 7
+    trainer.save()
+    ckpt = torch.load(tmp_path / "earlier" / "last.pt", weights_only=True)
+    seen = _weights_at_first_step(monkeypatch, tmp_path, tmp_path / "earlier" / "last.pt")
+    assert seen["step"] == 0  # --init takes the weights, not the optimizer or the step (that is --resume)
+    assert set(seen["state"]) == set(ckpt["model"])
+    for k, v in ckpt["model"].items():
+        assert torch.equal(seen["state"][k], v), k

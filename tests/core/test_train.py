@@ -1,8 +1,13 @@
 """Trainer: loss goes down, exact resume, NaN guard, Ctrl-C checkpoint, outputs; DDP over gloo."""
 
 import csv
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -11,7 +16,8 @@ import torch.multiprocessing as mp
 from conftest import numbered_frames, write_video
 from selfee.config import SelfeeConfig
 from selfee.data import TorchPipeline, ViewBatch, make_sources
-from selfee.train import Trainer, TrainingDiverged, run_training
+from selfee.errors import SelfeeError
+from selfee.train import DistInfo, Trainer, TrainingDiverged, check_batch, resolve_amp, run_training
 from selfee.video import probe
 
 TINY = [
@@ -125,41 +131,48 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, video, out):
+def _ddp_worker(rank, world, port, video, out, device_name="cpu", extra=()):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from selfee.train import init_distributed
 
-    cfg = tiny_cfg("optim.steps=3", "train.checkpoint_every=3", "optim.batch_size=16")
-    dist, device = init_distributed("cpu")
+    cfg = tiny_cfg("optim.steps=3", "train.checkpoint_every=3", "optim.batch_size=16", f"train.device={device_name}",
+                   *extra)
+    dist, device = init_distributed(device_name)
     local = cfg.replace(**{"optim.batch_size": 8})
     sources = make_sources([probe(video)], cfg)
-    trainer = Trainer(cfg, out, device=device, dist=dist)
+    # Each rank gets its own run folder, so the test sees whatever each one writes.
+    trainer = Trainer(cfg, os.path.join(out, f"rank{rank}"), device=device, dist=dist)
     pipe = TorchPipeline(sources, local, device, rank=dist.rank, world=dist.world)
     seen = []
 
     def record():
         for b in pipe:
-            seen.append(b.frame.clone())
+            seen.append(b.frame.cpu().clone())
             yield b
 
     trainer.fit(record(), show_progress=False)
     pipe.close()
     chunks = {(c.center_start, c.center_stop) for cs in pipe.loader.sampler.chunks for c in cs}
-    params = {k: v.detach() for k, v in trainer.model.named_parameters()}
-    torch.save({"params": params, "frames": torch.cat(seen), "chunks": sorted(chunks)},
-               os.path.join(out, f"rank{rank}.state"))
+    params = {k: v.detach().cpu() for k, v in trainer.model.named_parameters()}
+    buffers = {k: v.detach().cpu() for k, v in trainer.model.named_buffers() if k.endswith(("running_mean", "running_var"))}
+    sync_bn = [type(m).__name__ for m in trainer.model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    torch.save({"params": params, "buffers": buffers, "sync_bn": sync_bn, "frames": torch.cat(seen),
+                "chunks": sorted(chunks)}, os.path.join(out, f"rank{rank}.state"))
     import torch.distributed as tdist
 
     tdist.destroy_process_group()
 
 
+def _run_ddp(tmp_path, video, device_name="cpu", *extra):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), video, str(tmp_path), device_name, extra), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{r}.state", weights_only=True) for r in (0, 1)]
+
+
 @pytest.mark.slow
 def test_ddp_on_cpu_keeps_ranks_identical_and_shards_disjoint(tmp_path, video):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), video, str(tmp_path)), nprocs=2, join=True)
-    r0 = torch.load(tmp_path / "rank0.state", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.state", weights_only=True)
+    r0, r1 = _run_ddp(tmp_path, video)
     c0, c1 = set(map(tuple, r0["chunks"])), set(map(tuple, r1["chunks"]))
     assert c0 and c1 and not (c0 & c1)
     in_c1 = [any(a <= f < b for a, b in c1) for f in r0["frames"].tolist()]
@@ -167,7 +180,198 @@ def test_ddp_on_cpu_keeps_ranks_identical_and_shards_disjoint(tmp_path, video):
     # gradients are averaged across ranks, so the weights stay identical (BN statistics stay per rank)
     for k, v in r0["params"].items():
         assert torch.allclose(v, r1["params"][k], atol=1e-6), k
-    assert (tmp_path / "last.pt").exists() and not (tmp_path / "rank1").exists()
+    assert not r0["sync_bn"]
+    assert any(not torch.allclose(v, r1["buffers"][k]) for k, v in r0["buffers"].items())
+    # only rank 0 writes: with a run folder of its own, rank 1 left none at all
+    assert {"last.pt", "step0000003.pt", "metrics.csv", "config.yaml"} <= {p.name for p in (tmp_path / "rank0").iterdir()}
+    assert not (tmp_path / "rank1").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (NCCL, one per rank)")
+def test_ddp_sync_bn_on_gpus_shares_batch_statistics(tmp_path, video):
+    r0, r1 = _run_ddp(tmp_path, video, "cuda", "train.sync_bn=true")
+    assert r0["sync_bn"] and r1["sync_bn"]
+    for k, v in r0["params"].items():
+        assert torch.allclose(v, r1["params"][k], atol=1e-6), k
+    # statistics over the global batch: the running estimates are the same on both ranks
+    for k, v in r0["buffers"].items():
+        assert torch.allclose(v, r1["buffers"][k], rtol=1e-5, atol=1e-6), k
+    assert (tmp_path / "rank0" / "last.pt").exists() and not (tmp_path / "rank1").exists()
+
+
+def test_sync_bn_without_cuda_is_a_clear_error(tmp_path):
+    # PyTorch's SyncBatchNorm has no CPU kernel: refuse at start-up, not at the first forward
+    with pytest.raises(SelfeeError, match="train.sync_bn=true needs CUDA"):
+        Trainer(tiny_cfg("train.sync_bn=true"), tmp_path, device=torch.device("cpu"), dist=DistInfo(0, 2, 0))
+
+
+def test_per_process_batch_must_hold_the_clusters(tmp_path):
+    cfg = tiny_cfg("optim.batch_size=8", "loss.clusters=3")  # fine for one process
+    check_batch(cfg, 2)  # 4 per process
+    with pytest.raises(SelfeeError, match=r"optim.batch_size=8 over 4 processes gives 2 samples per process, "
+                                          r"fewer than loss.clusters=3"):
+        Trainer(cfg, tmp_path, dist=DistInfo(0, 4, 0))
+    with pytest.raises(SelfeeError, match="divisible by the 3 processes"):
+        Trainer(cfg, tmp_path, dist=DistInfo(0, 3, 0))
+    check_batch(tiny_cfg("optim.batch_size=8", "loss.clusters=3", "loss.cld=false"), 4)  # no k-means, no limit
+
+
+def _audited_run_training(rank, world, port, video, out, logs):
+    """run_training under DDP; every file event in the run folder is recorded through an audit hook."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    root = os.path.abspath(out) + os.sep
+    writes, reads = [], []
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    mutating = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.truncate", "os.chmod", "os.utime", "os.link",
+                "os.symlink", "shutil.rmtree", "shutil.move", "shutil.copyfile"}
+
+    def in_run(p):
+        return isinstance(p, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(p)).startswith(root)
+
+    def hook(event, args):
+        if event == "open" and args and in_run(args[0]):
+            flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+            mode = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+            written = flags & write_flags or any(c in mode for c in "wax+")
+            (writes if written else reads).append(os.fsdecode(args[0]))
+        elif event in mutating and any(in_run(a) for a in args):
+            writes.append(f"{event} {[os.fsdecode(a) for a in args if in_run(a)]}")
+
+    sys.addaudithook(hook)
+    cfg = tiny_cfg("optim.steps=2", "train.checkpoint_every=2", "optim.batch_size=16",
+                   "data.preprocess.background=mean", "data.preprocess.background_samples=4")
+    run_training(cfg, [video], out, show_progress=False)
+    import torch.distributed as tdist
+
+    tdist.destroy_process_group()
+    with open(os.path.join(logs, f"rank{rank}.json"), "w") as f:
+        json.dump({"writes": writes, "reads": reads}, f)
+
+
+@pytest.mark.slow
+def test_ddp_run_training_only_rank0_writes_into_the_run_folder(tmp_path, video):
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    mp.spawn(_audited_run_training, args=(2, _free_port(), str(video), str(out), str(logs)), nprocs=2, join=True)
+    r0 = json.loads((logs / "rank0.json").read_text())
+    r1 = json.loads((logs / "rank1.json").read_text())
+    assert r1["writes"] == []
+    backgrounds = list((out / "backgrounds").glob("*.background.npy"))
+    assert len(backgrounds) == 1
+    assert any(p.endswith(".background.npy") for p in r1["reads"])  # rank 1 used rank 0's cached background
+    # the hook does see rank 0's writes: checkpoints, metrics, config, the background cache
+    for name in ("last.pt", "metrics.csv", "config.yaml", "run.json", ".background.npy"):
+        assert any(name in w for w in r0["writes"]), name
+    assert {p.name for p in out.iterdir()} == {"backgrounds", "last.pt", "step0000002.pt", "metrics.csv",
+                                               "config.yaml", "run.json"}
+
+
+def test_resolve_amp():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
+    assert resolve_amp("auto", cpu) is None  # fp32 on the CPU
+    assert resolve_amp("off", cpu) is None and resolve_amp("off", gpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16 and resolve_amp("bf16", gpu) is torch.bfloat16
+    assert resolve_amp("auto", gpu) is torch.bfloat16
+    assert resolve_amp("fp16", gpu) is torch.float16
+    with pytest.raises(SelfeeError, match="amp=fp16 needs a CUDA GPU; on CPU use amp=off or amp=bf16"):
+        resolve_amp("fp16", cpu)
+
+
+def test_bf16_on_cpu_trains_without_a_grad_scaler(tmp_path):
+    trainer = Trainer(tiny_cfg("train.amp=bf16", "optim.steps=2"), tmp_path)
+    assert trainer.amp_dtype is torch.bfloat16 and not trainer.scaler.is_enabled()
+    before = trainer.model.encoder.backbone.conv1.weight.detach().clone()
+    m = trainer.train_step(torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32))
+    assert torch.isfinite(m["loss"]) and not torch.equal(before, trainer.model.encoder.backbone.conv1.weight)
+    assert trainer.model.encoder.backbone.conv1.weight.dtype == torch.float32  # autocast, weights stay fp32
+
+
+@pytest.mark.parametrize("cycle", [True, False])
+def test_momentum_follows_pytorchs_one_cycle_like_the_original(tmp_path, cycle):
+    # The original: SGD(momentum=0.9) + OneCycleLR(cycle_momentum=True), which sets momentum 0.95 -> 0.85 -> 0.95
+    # at every step, so its 0.9 was never used. optim.momentum applies only with cycle_momentum=false.
+    cfg = tiny_cfg("optim.steps=10", "optim.warmup_fraction=0.3", f"optim.cycle_momentum={str(cycle).lower()}")
+    p = torch.nn.Parameter(torch.zeros(1))
+    ref = torch.optim.SGD([p], lr=cfg.optim.lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=cfg.optim.lr, total_steps=10, pct_start=0.3,
+                                                cycle_momentum=cycle)
+    trainer = Trainer(cfg, tmp_path)
+    batch = (torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32))
+    seen = []
+    for _ in range(10):
+        m = trainer.train_step(*batch)
+        seen.append(trainer.optimizer.param_groups[0]["momentum"])
+        assert float(m["momentum"]) == pytest.approx(seen[-1])
+        assert seen[-1] == pytest.approx(ref.param_groups[0]["momentum"])
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"])
+        ref.step()
+        sched.step()
+    if cycle:
+        assert seen[0] == pytest.approx(0.95) and min(seen) == pytest.approx(0.85) and 0.9 not in seen
+    else:
+        assert seen == [0.9] * 10
+
+
+CLI_TINY = ["--steps", 100000, "--device", "cpu", "--pipeline", "torch", "--init", "none",
+            *[a for kv in TINY if not kv.startswith(("train.device", "train.pipeline", "model.init"))
+              for a in ("-s", kv)], "-s", "train.checkpoint_every=100000"]
+
+
+def _rows_step(path):
+    try:
+        rows = metrics(path)
+        return int(float(rows[-1]["step"])) if rows else 0
+    except (OSError, ValueError, KeyError):  # not written yet, or a row half-written
+        return 0
+
+
+def _interrupt_when(cmd, cwd, metrics_path, min_step):
+    """Run the CLI, send SIGINT (a real Ctrl-C) once metrics.csv reaches ``min_step``, wait for the exit."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SELFEE_DEBUG", "SELFEE_PROGRESS")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "selfee.cli", *map(str, cmd)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    try:
+        while _rows_step(metrics_path) < min_step:
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"training exited early ({proc.returncode}):\n{out}\n{err}")
+            if time.monotonic() > deadline:
+                pytest.fail("training made no progress")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out + err
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_exits_cleanly_and_resume_continues(tmp_path, video):
+    run = tmp_path / "run"
+    cmd = ["train", video, "--out", run, *CLI_TINY]
+    code, output = _interrupt_when(cmd, tmp_path, run / "metrics.csv", 1)
+    assert code == 130, output
+    assert "Traceback" not in output and "Ctrl-C: stopping after this step" in output
+    assert output.rstrip().splitlines()[-1] == "interrupted"
+    first = torch.load(run / "last.pt", weights_only=True)
+    assert first["step"] > 0 and f"interrupted at step {first['step']}: writing a checkpoint" in output
+    assert _rows_step(run / "metrics.csv") == first["step"]  # the checkpoint holds the last logged step
+
+    code, output = _interrupt_when([*cmd, "--resume"], tmp_path, run / "metrics.csv", first["step"] + 2)
+    assert code == 130 and "Traceback" not in output, output
+    assert f"resuming at step {first['step']}" in output
+    second = torch.load(run / "last.pt", weights_only=True)
+    assert second["step"] >= first["step"] + 2
+    # one metrics row per step, no gap or repeat across the interruption
+    assert [int(r["step"]) for r in metrics(run / "metrics.csv")] == list(range(1, second["step"] + 1))
 
 
 def test_train_with_arena_corners(tmp_path, video):
