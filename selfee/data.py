@@ -8,11 +8,18 @@ Sampling semantics (the DALI pipelines reproduce them, sharing :func:`plan_block
   ``data.chunk_frames`` frames.
 * A *block* of ``data.pool_batches`` batches is drawn from a pool: chunks are picked at random
   (weighted by size), ``data.chunk_fraction`` of each chunk's centres are taken at random, the pool
-  is shuffled and cut into batches. With ``inner_shuffle`` a block's chunks come from one video, so
-  every batch comes from a single video (the original's innerShuffle); otherwise they come from
-  all videos. The decoder therefore produces about ``1 / chunk_fraction`` frames per sample.
+  is shuffled and cut into batches. The last chunk picked gives only the samples still needed,
+  from a prefix of its centres, and only that prefix (+ k) is decoded. With ``inner_shuffle`` a
+  block's chunks come from one video, so every batch comes from a single video (the original's
+  innerShuffle); otherwise they come from all videos. The decoder therefore produces about
+  ``1 / chunk_fraction`` frames per sample, and a batch holds about
+  ``chunk_frames * chunk_fraction / pool_batches`` samples of one chunk (near-duplicate frames):
+  the pool trades memory (the decoded frames of a block) for mixing.
 * Block ``b`` depends only on (seed, split, rank, b), and step ``s`` uses block
   ``s // pool_batches``, so a resumed run sees exactly the batches of an uninterrupted one.
+* A chunk that fails to decode is reported (once per video) and the block is drawn again from the
+  same seed without that video. Whether a chunk decodes is a property of the file, so the block a
+  resumed run draws is the same.
 
 Frames are decoded with PyAV, preprocessed, turned to grey (live frames) or kept RGB, and shrunk
 once to the *working size* (``selfee.augment.working_size``); augmentation then runs batched on the
@@ -24,9 +31,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -63,16 +70,37 @@ class VideoSource:
 
 
 def make_sources(infos: list[VideoInfo], cfg: SelfeeConfig, cache_dir=None) -> list[VideoSource]:
-    """Sources with their preprocessing; ``cache_dir`` keeps per-video backgrounds beside a run's outputs."""
+    """Sources with their preprocessing; ``cache_dir`` keeps per-video backgrounds beside a run's outputs.
+
+    Raises :class:`VideoError` for a video whose time window or ROI cannot be used.
+    """
     out = []
     for info in infos:
-        pre = Preprocessor(cfg.data.preprocess_for(info.path), info, cache_dir=cache_dir, grey=cfg.data.live_frames)
+        try:
+            pre = Preprocessor(cfg.data.preprocess_for(info.path), info, cache_dir=cache_dir, grey=cfg.data.live_frames)
+        except VideoError:
+            raise
+        except ValueError as exc:  # e.g. an ROI outside the frame
+            raise VideoError(info.path, str(exc)) from None
         if pre.frames < cfg.data.min_frames:
             raise VideoError(
                 info.path, f"has {pre.frames} frames in the selected window; live frames need at least {cfg.data.min_frames}"
             )
         out.append(VideoSource(info, pre))
     return out
+
+
+def make_sources_many(infos: list[VideoInfo], cfg: SelfeeConfig, cache_dir=None) -> tuple[list[VideoSource], list[VideoError]]:
+    """:func:`make_sources` per video: a video that cannot be used is logged (one line) and returned
+    as an error, the others go on (as ``selfee.video.probe_many``)."""
+    good, bad = [], []
+    for info in infos:
+        try:
+            good.extend(make_sources([info], cfg, cache_dir=cache_dir))
+        except VideoError as exc:
+            log.error("%s", exc)
+            bad.append(exc)
+    return good, bad
 
 
 MAX_CHUNK = 1024  # frames; longer GOPs are split to bound the memory of one chunk
@@ -158,8 +186,13 @@ def plan_block(
     fraction: float,
     inner_shuffle: bool,
     generator: torch.Generator,
+    k: int,
 ) -> BlockPlan:
-    """Choose chunks and centre frames for ``pool_batches`` batches (see the module docstring)."""
+    """Choose chunks and centre frames for ``pool_batches`` batches (see the module docstring).
+
+    ``k`` is the live-frame interval: a chunk shortened to the samples it gives still decodes
+    ``k`` frames past its last centre.
+    """
     g = generator
     needed = batch_size * pool_batches
     sizes = [sum(c.size for c in cs) for cs in chunks]
@@ -171,15 +204,26 @@ def plan_block(
         pool = [c for cs in chunks for c in cs]
     weights = torch.tensor([c.size for c in pool], dtype=torch.float64)
     order = torch.multinomial(weights, len(pool), replacement=False, generator=g).tolist()
-    picked, total = [], 0
+    picked, counts, total = [], [], 0
     for i in order:
-        picked.append(pool[i])
-        total += max(1, math.ceil(fraction * pool[i].size))
+        c = pool[i]
+        m = min(max(1, math.ceil(fraction * c.size)), needed - total)
+        if m < math.ceil(fraction * c.size):
+            # The last chunk: its samples come from a prefix of its centres just long enough for
+            # them at this fraction, and only that prefix (+ k) is decoded.
+            p = min(c.size, math.ceil(m / fraction))
+            c = replace(
+                c, center_stop=c.center_start + p, decode_stop=min(c.decode_stop, c.center_start + p + k)
+            )
+        picked.append(c)
+        counts.append(m)
+        total += m
         if total >= needed:
             break
+    if total < needed:  # the pool is smaller than a block: every centre of the (whole) chunks before any repeats
+        counts = [c.size for c in picked]
     cidx, frames = [], []
-    for ci, c in enumerate(picked):
-        m = max(1, math.ceil(fraction * c.size))
+    for ci, (c, m) in enumerate(zip(picked, counts)):
         sel = torch.randperm(c.size, generator=g)[:m] + c.center_start
         frames.append(sel)
         cidx.append(torch.full((m,), ci, dtype=torch.long))
@@ -217,15 +261,39 @@ class Sampler:
         self.chunks = [cs for cs in per_video if cs]
         if not self.chunks:
             raise SelfeeError(f"no frames to sample in the '{split}' split (videos too short or holdout_fraction=0?)")
+        # What decoding has shown about the chunks of the plans drawn so far (a property of the
+        # files, so a resumed run learns the same): see ``block``.
+        self.bad_chunks: set[Chunk] = set()
+        self.good_chunks: set[Chunk] = set()
 
     @property
     def frames(self) -> int:
         return sum(c.size for cs in self.chunks for c in cs)
 
     def block(self, b: int) -> BlockPlan:
-        g = torch.Generator().manual_seed(block_seed(self.cfg.train.seed, self.split, self.rank, b))
+        """The plan of block ``b``, drawn from (seed, split, rank, b).
+
+        A draw holding a chunk that does not decode is drawn again, from the same seed, without the
+        videos of all its chunks that do not decode. A draw is returned while it holds chunks not
+        yet decoded (the loader decodes them, records the outcome in ``bad_chunks`` /
+        ``good_chunks`` and asks again), so the result depends on the files only, not on what
+        earlier blocks happened to learn: a resumed run draws the same blocks.
+        """
         d = self.cfg.data
-        return plan_block(self.chunks, self.batch_size, d.pool_batches, d.chunk_fraction, d.inner_shuffle, g)
+        left_out: set[int] = set()
+        while True:
+            chunks = [cs for cs in self.chunks if cs[0].video not in left_out]
+            if not chunks:
+                raise SelfeeError(
+                    f"every video of the '{self.split}' split failed to decode (block {b}; see the messages above)"
+                )
+            g = torch.Generator().manual_seed(block_seed(self.cfg.train.seed, self.split, self.rank, b))
+            plan = plan_block(chunks, self.batch_size, d.pool_batches, d.chunk_fraction, d.inner_shuffle, g,
+                              k=d.frame_interval)
+            bad = {c.video for c in plan.chunks if c in self.bad_chunks}
+            if not bad or any(c not in self.bad_chunks and c not in self.good_chunks for c in plan.chunks):
+                return plan
+            left_out |= bad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,39 +335,100 @@ class ChunkDecoder:
             readers[v] = VideoReader(self.sources[v].info, threads=1)
         return readers[v]
 
+    def _drop_reader(self, v: int) -> None:
+        reader = getattr(self._local, "readers", {}).pop(v, None)
+        if reader is not None:  # a decoder that failed may be left in a bad state
+            reader.close()
+
     def decode(self, chunk: Chunk) -> torch.Tensor:
+        """T x C x h x w uint8 working-size frames of the chunk; :class:`ChunkDecodeError` if it does not decode."""
         src = self.sources[chunk.video]
         reader = self._reader(chunk.video)
         before = reader.frames_decoded
         start, stop = src.pre.start + chunk.decode_start, src.pre.start + chunk.decode_stop
-        frames = reader.read(start, stop, grey=self.live)
-        with self._lock:
-            self.frames_decoded += reader.frames_decoded - before
+        try:
+            frames = reader.read(start, stop, grey=self.live)
+        except VideoError as exc:
+            self._drop_reader(chunk.video)
+            raise ChunkDecodeError(src.info.path, f"{exc.problem} in frames {start}-{stop - 1}", chunk) from None
+        finally:
+            with self._lock:
+                self.frames_decoded += reader.frames_decoded - before
         want = stop - start
         if frames.shape[0] == 0:
-            raise VideoError(src.info.path, f"no frames could be decoded in frames {start}-{stop}")
+            raise ChunkDecodeError(src.info.path, f"no frames could be decoded in frames {start}-{stop - 1}", chunk)
         if frames.shape[0] < want:  # a broken tail: repeat the last good frame
             log.warning("%s: only %d of frames %d-%d decoded", src.info.path, frames.shape[0], start, stop)
             frames = np.concatenate([frames, np.repeat(frames[-1:], want - frames.shape[0], axis=0)])
-        return frames_to_samples(torch.from_numpy(frames), src.pre, self.live, self.size)
+        try:
+            return frames_to_samples(torch.from_numpy(frames), src.pre, self.live, self.size)
+        except VideoError as exc:  # e.g. no frame of the background could be decoded
+            raise ChunkDecodeError(src.info.path, exc.problem, chunk) from None
 
 
-def assemble(plan: BlockPlan, decoded: list[torch.Tensor], sources: list[VideoSource], k: int, live: bool):
-    """Live frames (or RGB frames) of every batch of a block: list of B x 3 x h x w uint8."""
-    offsets = torch.tensor([0] + [d.shape[0] for d in decoded]).cumsum(0)
-    big = torch.cat(decoded)  # sum(T) x C x h x w
-    dstart = torch.tensor([c.decode_start for c in plan.chunks])
-    nframes = torch.tensor([s.frames for s in sources])
-    out = []
-    for bp in plan.batches:
-        if live:
-            idx = neighbor_indices(bp.frame, k, nframes[bp.video])
-            g = offsets[bp.chunk].unsqueeze(1) + idx - dstart[bp.chunk].unsqueeze(1)
-            out.append(big[g.flatten(), 0].view(len(bp.frame), 3, *big.shape[-2:]))
+class ChunkDecodeError(VideoError):
+    """A chunk that cannot be decoded (the loader draws its block again without that video)."""
+
+    def __init__(self, path, problem: str, chunk: Chunk):
+        super().__init__(path, problem)
+        self.chunk = chunk
+
+
+class BlockDecodeError(SelfeeError):
+    """Every chunk of a block was tried and these did not decode."""
+
+    def __init__(self, errors: list[ChunkDecodeError]):
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class BlockBatches(Sequence):
+    """The batches of a block, each gathered from the decoded chunks when it is read.
+
+    A block thus holds its decoded frames only (about ``1 / chunk_fraction`` grey frames per
+    sample), not also every assembled batch (3 frames per sample).
+    """
+
+    def __init__(self, plan: BlockPlan, decoded: list[torch.Tensor], nframes: torch.Tensor, k: int, live: bool):
+        self.plan = plan
+        self.decoded = decoded  # per chunk: T x C x h x w uint8, frame i = window frame decode_start + i
+        self.nframes = nframes
+        self.k = k
+        self.live = live
+        self._first = torch.tensor([c.decode_start for c in plan.chunks])
+        # the unit copied: one grey plane (h x w, three per live frame) or one RGB frame (3 x h x w)
+        self._units = [d.select(1, 0) for d in decoded] if live else decoded
+
+    def __len__(self) -> int:
+        return len(self.plan.batches)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        """B x 3 x h x w uint8: live frames (or RGB frames) of batch ``i``."""
+        bp = self.plan.batches[i]
+        first = self._first[bp.chunk]
+        if self.live:
+            local = neighbor_indices(bp.frame, self.k, self.nframes[bp.video]) - first.unsqueeze(1)  # B x 3
         else:
-            g = offsets[bp.chunk] + bp.frame - dstart[bp.chunk]
-            out.append(big[g])
-    return out
+            local = (bp.frame - first).unsqueeze(1)  # B x 1
+        ref = self._units[int(bp.chunk[0])]
+        out = ref.new_empty((local.numel(), *ref.shape[1:]))
+        # One copy per unit: faster on the CPU than advanced indexing of uint8 frames, and no
+        # concatenation of the block's chunks is needed.
+        r = 0
+        for c, units in zip(bp.chunk.tolist(), local.tolist()):
+            src = self._units[c]
+            for u in units:
+                out[r].copy_(src[u])
+                r += 1
+        return out.view(len(bp.frame), 3, *ref.shape[-2:])
+
+
+def assemble(plan: BlockPlan, decoded: list[torch.Tensor], sources: list[VideoSource], k: int, live: bool) -> BlockBatches:
+    """Live frames (or RGB frames) of every batch of a block: a sequence of B x 3 x h x w uint8,
+    gathered from ``decoded`` (one tensor per chunk of ``plan``) when each batch is read."""
+    if len(decoded) != len(plan.chunks):
+        raise ValueError(f"{len(decoded)} decoded chunks for a plan of {len(plan.chunks)}")
+    return BlockBatches(plan, decoded, torch.tensor([s.frames for s in sources]), k, live)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +477,8 @@ class ReferenceLoader:
         self._pool = ThreadPoolExecutor(max_workers=d.decode_threads, thread_name_prefix="selfee-decode")
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfee-block")
         self._next = None  # (block index, future) of the block being prepared
+        self._checker: ChunkDecoder | None = None  # PyAV, to try the other chunks of a failed block
+        self._reported: set[int] = set()  # videos whose decoding failure was logged
 
     @property
     def frames_decoded(self) -> int:
@@ -361,12 +492,64 @@ class ReferenceLoader:
     def _build_counted(self, b: int):
         # Blocks are built one at a time on the planner thread, so the counter difference is this block's.
         before = self.frames_decoded
-        plan, batches = self._build(b)
+        while True:
+            try:
+                plan, batches = self._build(b)
+                break
+            except BlockDecodeError as exc:  # every chunk was tried
+                self._learn(b, exc.errors, tried_all=True)
+            except ChunkDecodeError as exc:  # a decoder that stops at the first failure (the DALI lanes)
+                self._learn(b, [exc], tried_all=False)
         return plan, batches, self.frames_decoded - before
+
+    def _try_decode(self, chunk: Chunk):
+        try:
+            return self.decoder.decode(chunk)
+        except ChunkDecodeError as exc:
+            return exc
+
+    def _check(self, chunk: Chunk) -> ChunkDecodeError | None:
+        try:
+            self._checker.decode(chunk)
+        except ChunkDecodeError as exc:
+            return exc
+        return None
+
+    def _learn(self, b: int, errors: list[ChunkDecodeError], tried_all: bool) -> None:
+        """Record which chunks of block ``b``'s failed draw decode, so that ``Sampler.block`` draws again.
+
+        Every chunk of the draw must be known: which videos a block leaves out may not depend on
+        which failure surfaced first. One line per video names the file, the first time.
+        """
+        s = self.sampler
+        plan = s.block(b)  # the draw that failed: nothing was recorded since it was made
+        failed = {e.chunk for e in errors}
+        if not failed <= set(plan.chunks):
+            raise errors[0]  # not a chunk of this draw: nothing to learn from it
+        tried = set(plan.chunks)
+        if not tried_all:
+            rest = [c for c in plan.chunks if c not in failed and c not in s.good_chunks and c not in s.bad_chunks]
+            if self._checker is None:
+                self._checker = ChunkDecoder(self.sources, self.cfg.data.live_frames, self.size)
+            errors = errors + [e for e in self._pool.map(self._check, rest) if e is not None]
+            failed = {e.chunk for e in errors}
+            tried = failed | set(rest)
+        s.bad_chunks = (s.bad_chunks - tried) | failed
+        s.good_chunks = (s.good_chunks - failed) | (tried - failed)
+        for e in errors:
+            if e.chunk.video not in self._reported:
+                self._reported.add(e.chunk.video)
+                what = "the held-out loss" if s.split == "eval" else "training"
+                log.warning("%s; %s goes on without this video where it does not decode", e, what)
+            else:
+                log.debug("%s", e)
 
     def _build(self, b: int):
         plan = self.sampler.block(b)
-        decoded = list(self._pool.map(self.decoder.decode, plan.chunks))
+        decoded = list(self._pool.map(self._try_decode, plan.chunks))
+        errors = [d for d in decoded if isinstance(d, ChunkDecodeError)]
+        if errors:
+            raise BlockDecodeError(errors)
         return plan, assemble(plan, decoded, self.sources, self.cfg.data.frame_interval, self.cfg.data.live_frames)
 
     def _block(self, b: int):
@@ -388,6 +571,7 @@ class ReferenceLoader:
                 self.step += 1
                 self.samples += len(bp.frame)
                 yield TrainBatch(batches[i], bp.video, bp.frame)
+            del plan, batches, bp  # free this block before the next is fetched: one block in use, one prepared
 
     def close(self):
         if self._next is not None:

@@ -17,11 +17,13 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -100,8 +102,26 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick this rank's device."""
+def check_batch(cfg: SelfeeConfig, world: int) -> None:
+    """The global batch splits evenly over ``world`` processes, and with CLD each share is at least
+    ``loss.clusters`` (k-means runs on each process's own batch)."""
+    b, k = cfg.optim.batch_size, cfg.loss.clusters
+    if world > 1 and b % world:
+        raise SelfeeError(f"optim.batch_size={b} must be divisible by the {world} processes")
+    if cfg.loss.cld and b // world < k:
+        raise SelfeeError(
+            f"optim.batch_size={b} over {world} processes gives {b // world} samples per process, fewer than "
+            f"loss.clusters={k} (k-means groups each process's batch): use optim.batch_size >= {k * world} "
+            "or fewer clusters"
+        )
+
+
+def init_distributed(device_name: str, timeout: timedelta | None = None) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick this rank's device.
+
+    ``timeout`` (default: PyTorch's, 10 minutes for NCCL) bounds how long a collective waits for
+    the other ranks; ``embed`` gives a long one, since its ranks finish at different times.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(), resolve_device(device_name)
@@ -110,7 +130,7 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_name != "cpu"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", **({"timeout": timeout} if timeout else {}))
     if use_cuda:
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
@@ -140,6 +160,11 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.train.device)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        if self.dist.enabled:
+            check_batch(cfg, self.dist.world)
+            if cfg.train.sync_bn and self.device.type != "cuda":
+                raise SelfeeError("train.sync_bn=true needs CUDA GPUs (PyTorch's SyncBatchNorm has no CPU version); "
+                                  "set train.sync_bn=false")
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         self.model = (model or build_model(cfg.model, byol=cfg.loss.byol)).to(self.device)
         if self.dist.enabled and cfg.train.sync_bn:
@@ -278,9 +303,9 @@ class Trainer:
         if self.step >= total:
             log.info("nothing to do: the run is at step %d of %d", self.step, total)
             return {}
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         main = self.dist.is_main
-        if main:
+        if main:  # only rank 0 touches the run folder
+            self.out_dir.mkdir(parents=True, exist_ok=True)
             self._open_logs()
         it = iter(batches)
         eval_it: Iterator | None = iter(eval_batches) if eval_batches is not None else None
@@ -486,7 +511,7 @@ def run_training(
     ``corners`` (a corner file, a folder of ``<stem>.json``/``.csv`` or the corners as text) adds
     per-video arena correction of kind ``arena`` (see ``selfee.arena.apply_corners``).
     """
-    from selfee.data import build_pipeline, make_sources
+    from selfee.data import build_pipeline, make_sources_many
     from selfee.video import expand_inputs, probe_many
 
     out_dir = Path(out_dir)
@@ -498,10 +523,10 @@ def run_training(
         if saved.to_dict() != cfg.to_dict():
             log.warning("--resume: using the configuration saved with the run (%s), not the one given", last)
         cfg = saved
-    _check_writable(out_dir)
     dist, device = init_distributed(cfg.train.device)
-    if dist.enabled and cfg.optim.batch_size % dist.world:
-        raise SelfeeError(f"optim.batch_size={cfg.optim.batch_size} must be divisible by the {dist.world} processes")
+    if dist.is_main:  # only rank 0 writes into the run folder
+        _check_writable(out_dir)
+    check_batch(cfg, dist.world)
 
     sources = []
     if cfg.train.pipeline != "synthetic":
@@ -512,10 +537,13 @@ def run_training(
             from selfee.arena import apply_corners
 
             cfg = apply_corners(cfg, paths, corners, arena)
-        infos, bad = probe_many(paths, min_frames=cfg.data.min_frames)
-        if not infos:
+        infos, bad = probe_many(paths, min_frames=cfg.data.min_frames, decode_check=True)
+        sources, bad_windows = make_sources_many(infos, cfg, cache_dir=out_dir / "backgrounds")
+        bad += bad_windows
+        if not sources:
             raise SelfeeError(f"none of the {len(paths)} videos can be used (see the messages above)")
-        sources = make_sources(infos, cfg, cache_dir=out_dir / "backgrounds")
+        if dist.enabled:
+            _share_backgrounds(sources, dist)
         log.info(
             "training on %d videos (%d frames); %d skipped", len(sources), sum(s.frames for s in sources), len(bad)
         )
@@ -555,11 +583,34 @@ def run_training(
     return {"step": trainer.step, "out_dir": str(out_dir), **last, **stats}
 
 
+def _share_backgrounds(sources, dist: DistInfo) -> None:
+    """Under torchrun, rank 0 computes the mean backgrounds and caches them in the run folder; the
+    other ranks wait, then read its files, so that only rank 0 writes there."""
+    need = [s for s in sources if s.pre.cfg.background == "mean"]
+    if not need:
+        return
+    import datetime
+
+    import torch.distributed as tdist
+
+    # A gloo group (made by all ranks before the wait) with a long timeout: many long videos can
+    # take rank 0 longer than NCCL's default 10 minutes.
+    group = tdist.new_group(backend="gloo", timeout=datetime.timedelta(hours=2))
+    if dist.is_main:
+        for s in need:
+            s.pre.background()
+    tdist.barrier(group=group)
+    tdist.destroy_process_group(group)
+    if not dist.is_main:
+        for s in need:
+            s.pre.background()
+
+
 def _check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out_dir)  # a unique name: runs may share a folder
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise SelfeeError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None

@@ -326,14 +326,37 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
     return unique
 
 
-def probe_many(paths: Iterable[Path], min_frames: int = 1) -> tuple[list[VideoInfo], list[VideoError]]:
-    """Probe every path; bad ones are returned as errors (and logged), the rest go on."""
+def check_decodes(info: VideoInfo, frames: int = 1) -> None:
+    """Decode the first ``frames`` frames; raise :class:`VideoError` when none comes out.
+
+    ``probe`` reads packets only, so a file whose packet data is damaged (e.g. zeroed) passes it;
+    this rejects such a file before it is used, at the cost of decoding one frame.
+    """
+    try:
+        with VideoReader(info, threads=1) as reader:
+            got = reader.read(0, max(1, min(frames, info.frames)), grey=True).shape[0]
+    except VideoError as exc:
+        raise VideoError(info.path, f"cannot decode its first frame: {exc.problem}") from None
+    if got == 0:
+        raise VideoError(info.path, "cannot decode its first frame (the stream data is damaged or missing)")
+
+
+def probe_many(
+    paths: Iterable[Path], min_frames: int = 1, decode_check: bool = False
+) -> tuple[list[VideoInfo], list[VideoError]]:
+    """Probe every path; bad ones are returned as errors (and logged), the rest go on.
+
+    ``decode_check`` also decodes each video's first frame (:func:`check_decodes`), so that a
+    file whose packets are readable but whose data is not is rejected here, with one line.
+    """
     good, bad = [], []
     for p in paths:
         try:
             info = probe(p)
             if info.frames < min_frames:
                 raise VideoError(p, f"has {info.frames} frames; at least {min_frames} are needed (2k+1 for live frames)")
+            if decode_check:
+                check_decodes(info)
             if info.vfr:
                 log.warning(
                     "%s: variable frame rate; frame_interval counts frames, times in the outputs come from the stream",

@@ -21,6 +21,7 @@ def cfg_for(**over):
         "data.chunk_frames": 16,
         "data.holdout_fraction": 0.1,
         "optim.batch_size": 8,
+        "loss.clusters": 4,  # a valid run needs batch >= clusters
         "augment.enabled": False,
     }
     base.update(over)
