@@ -35,12 +35,28 @@ def measure(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5, devi
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
-def _version(module: str) -> str | None:
-    try:
-        mod = __import__(module, fromlist=["__version__"])
-        return getattr(mod, "__version__", "unknown")
-    except Exception:
-        return None
+# The pip distributions that may provide each package (the first one installed gives the version).
+DISTRIBUTIONS = {
+    "torch": ("torch",),
+    "torchvision": ("torchvision",),
+    "av": ("av",),
+    "dali": ("nvidia-dali-cuda120", "nvidia-dali-cuda130", "nvidia-dali-cuda110"),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs"),
+}
+
+
+def _version(package: str) -> str | None:
+    """The installed version of ``package`` from the package metadata, without importing it
+    (importing TensorRT or ONNX Runtime initialises CUDA libraries just to read a string)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in DISTRIBUTIONS.get(package, (package,)):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def environment() -> dict:
@@ -56,7 +72,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
         "cuda_available": torch.cuda.is_available(),
-        "dali": _version("nvidia.dali"),
+        "dali": _version("dali"),
         "onnxruntime": _version("onnxruntime"),
         "tensorrt": _version("tensorrt"),
         "av": _version("av"),
@@ -85,7 +101,8 @@ def _cpu_name() -> str:
 
 
 def save_results(name: str, rows: list[dict], out: str | os.PathLike | None = None) -> Path:
-    """Write ``{"benchmark", "environment", "results"}`` JSON (default: bench/results/<name>-<date>.json)."""
+    """Write ``{"benchmark", "environment", "results"}`` JSON (default: bench-results/<name>-<date>.json
+    in the current folder)."""
     out = Path(out) if out else Path("bench-results") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": name, "environment": environment(), "results": rows}, indent=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,18 +50,30 @@ def check_options(fmt: str, trt: bool, precision: str, max_batch: int, opt_batch
 
 def verification_frames(cfg, n: int, videos=(), seed: int = 0) -> dict[str, torch.Tensor]:
     """``random`` noise frames and ``real`` frames from ``videos`` (else ``video-like`` synthetic ones)."""
+    return verification_sets(cfg, n, videos, seed)[0]
+
+
+def verification_sets(cfg, n: int, videos=(), seed: int = 0) -> tuple[dict[str, torch.Tensor], str]:
+    """(:func:`verification_frames`, a description of them: how many, and real from which videos or synthetic)."""
     size = tuple(int(v) for v in cfg.data.input_size)
     sets = {"random": random_frames(n, size, seed)}
-    real = real_frames(cfg, videos, n) if videos else None
+    real, used = _real_frames(cfg, videos, n) if videos else (None, [])
     if real is not None:
         sets["real"] = real
+        what = f"{len(real)} real frames from {', '.join(used)}"
     else:
         sets["video-like"] = structured_frames(n, size, seed + 1)
-    return sets
+        why = "no frame could be read from the videos given" if videos else "no video given"
+        what = f"{n} synthetic video-like frames ({why}; not real frames)"
+    return sets, f"{n} random frames and {what}"
 
 
 def real_frames(cfg, videos, n: int, stride: int = 5) -> torch.Tensor | None:
     """Up to ``n`` live frames (every ``stride``-th) from the start of each video, as ``embed`` makes them."""
+    return _real_frames(cfg, videos, n, stride)[0]
+
+
+def _real_frames(cfg, videos, n: int, stride: int = 5) -> tuple[torch.Tensor | None, list[str]]:
     from selfee.data import make_sources
     from selfee.embed import iter_embed_batches
     from selfee.video import expand_inputs, probe_many
@@ -69,12 +82,13 @@ def real_frames(cfg, videos, n: int, stride: int = 5) -> torch.Tensor | None:
     for e in bad:
         log.warning("verification video skipped: %s", e)
     per = max(1, n // max(1, len(infos)))
-    out = []
+    out, used = [], []
     for src in make_sources(infos, cfg):
         first = next(iter(iter_embed_batches(src, cfg, per * stride)), None)
         if first is not None:
             out.append(first.frames[::stride][:per])
-    return torch.cat(out)[:n] if out else None
+            used.append(src.info.path.name)
+    return (torch.cat(out)[:n], used) if out else (None, [])
 
 
 def export_checkpoint(
@@ -114,10 +128,12 @@ def export_checkpoint(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or Path(checkpoint).stem
-    inputs = verification_frames(cfg, frames, videos)
+    inputs, described = verification_sets(cfg, frames, videos)
     example = inputs["random"][:2]
     say = log.debug if quiet else log.info
-    report = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "files": [], "verification": []}
+    say("verifying on %s", described)
+    report = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "files": [], "verification": [],
+              "verification_frames": described, "real_frames": "real" in inputs}
 
     def finish(tmp: Path, final: Path, result: dict, meta: dict) -> None:
         say("%s", describe(result))
@@ -137,9 +153,10 @@ def export_checkpoint(
         meta = build_metadata(cfg, dim, precision, str(checkpoint), sha)
         final = out_dir / f"{name}.ts"
         tmp = _partial(final)
-        to_torchscript(encoder, example, tmp, meta, precision, dev)
-        result = verify_export("torchscript", TorchScriptEmbedder(tmp, dev), encoder, inputs, precision)
-        finish(tmp, final, result, meta)
+        with _removed_on_error(tmp):
+            to_torchscript(encoder, example, tmp, meta, precision, dev)
+            result = verify_export("torchscript", TorchScriptEmbedder(tmp, dev), encoder, inputs, precision)
+            finish(tmp, final, result, meta)
         return report
 
     from selfee.export.onnx import to_onnx
@@ -147,28 +164,45 @@ def export_checkpoint(
     meta = build_metadata(cfg, dim, "fp32", str(checkpoint), sha, opset=opset)
     onnx_path = out_dir / f"{name}.onnx"
     tmp = _partial(onnx_path)
-    to_onnx(encoder, example, tmp, meta, opset)
-    result = verify_export("onnx", OnnxEmbedder(tmp, "cpu"), encoder, inputs, "fp32")
-    finish(tmp, onnx_path, result, meta)
+    with _removed_on_error(tmp):
+        to_onnx(encoder, example, tmp, meta, opset)
+        result = verify_export("onnx", OnnxEmbedder(tmp, "cpu"), encoder, inputs, "fp32")
+        finish(tmp, onnx_path, result, meta)
     if trt:
         from selfee.export.tensorrt import TensorRTEmbedder, build_engine
 
         engine = out_dir / f"{name}.engine"
         tmp = _partial(engine)
         meta_trt = build_metadata(cfg, dim, precision, str(checkpoint), sha)
-        meta_trt = build_engine(onnx_path, tmp, meta_trt, precision, max_batch, opt_batch or max_batch, timing_cache)
-        _write_json(tmp.with_name(tmp.name + ".json"), meta_trt)  # the runtime needs it to load the engine
-        try:
-            result = verify_export("tensorrt", TensorRTEmbedder(tmp, device), encoder, inputs, precision)
-        finally:
-            tmp.with_name(tmp.name + ".json").unlink(missing_ok=True)
-        finish(tmp, engine, result, meta_trt)
+        with _removed_on_error(tmp):
+            meta_trt = build_engine(onnx_path, tmp, meta_trt, precision, max_batch, opt_batch or max_batch,
+                                    timing_cache, device=device)
+            _write_json(tmp.with_name(tmp.name + ".json"), meta_trt)  # the runtime needs it to load the engine
+            try:
+                result = verify_export("tensorrt", TensorRTEmbedder(tmp, device), encoder, inputs, precision)
+            finally:
+                tmp.with_name(tmp.name + ".json").unlink(missing_ok=True)
+            finish(tmp, engine, result, meta_trt)
     return report
 
 
+@contextmanager
+def _removed_on_error(tmp: Path):
+    """Remove the temporary file when what writes or verifies it fails (no half-written leftovers)."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _partial(path: Path) -> Path:
-    # The format's own suffix last, so the tools that read it by suffix accept the temporary file.
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
+    # Unique to this process and thread (ranks and processes may export the same checkpoint into the
+    # same cache at once; each renames its own verified file into place), with the format's own
+    # suffix last, so the tools that read it by suffix accept the temporary file.
+    from selfee.embed import unique_suffix
+
+    return path.with_name(f".{path.stem}.{unique_suffix()}.partial{path.suffix}")
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from selfee._deps import require
 from selfee.config import SelfeeConfig
-from selfee.embed import HostToDevice, device_to_host
+from selfee.embed import HostToDevice, Ready, device_to_host, on_device
 from selfee.errors import SelfeeError
 from selfee.export.graph import INPUT, OUTPUT, metadata_config, parse_metadata
 
@@ -22,9 +23,13 @@ SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "tensorrt": ".engine"}
 
 
 def _device(device: str | torch.device) -> torch.device:
+    """The device, a GPU with its index (``cuda`` means the current one: what the providers need)."""
     from selfee.train import resolve_device
 
-    return resolve_device(str(device))
+    dev = resolve_device(str(device))
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 class TorchScriptEmbedder:
@@ -43,14 +48,21 @@ class TorchScriptEmbedder:
 
     @torch.inference_mode()
     def submit(self, frames: torch.Tensor):
-        return device_to_host(self.module(self.h2d(frames).contiguous()))
+        with on_device(self.device):  # its streams and events on this module's GPU, whatever is current
+            return device_to_host(self.module(self.h2d(frames).contiguous()))
 
     def __call__(self, frames: torch.Tensor) -> np.ndarray:
         return self.submit(frames).result()
 
 
 class OnnxEmbedder:
-    """An ONNX export in ONNX Runtime: the CPU provider, or CUDA with inputs bound in GPU memory."""
+    """An ONNX export in ONNX Runtime: the CPU provider, or CUDA with inputs bound in GPU memory.
+
+    On a GPU, ``submit`` hands the batch to one worker thread (copy in, ``run_with_iobinding``,
+    copy back) and returns its future, so the decoding of the next batch and the writing of the
+    previous one go on while ONNX Runtime computes (it releases the GIL while it runs). One
+    worker keeps the batches in order.
+    """
 
     name = "onnx"
 
@@ -79,29 +91,50 @@ class OnnxEmbedder:
         self.meta = parse_metadata(text, str(path))
         self.dim = int(self.meta["embed_dim"])
         self.input_type = self.session.get_inputs()[0].type  # tensor(uint8), or tensor(float) for a float copy
+        self._worker: ThreadPoolExecutor | None = None
+        self._stream = None  # the worker's copy stream (made in the worker, on the session's GPU)
+
+    def submit(self, frames: torch.Tensor) -> Future | Ready:
+        """The embeddings of ``frames`` as a pending result (``.result()``): on a GPU computed in the worker."""
+        if self.device.type != "cuda":
+            return Ready(self(frames))
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfee-onnx")
+        return self._worker.submit(self._run_cuda, frames)
 
     def __call__(self, frames: torch.Tensor) -> np.ndarray:
         if self.device.type == "cuda":
-            return self._run_cuda(frames)
+            return self.submit(frames).result()
         x = frames.cpu().contiguous().numpy()
         if self.input_type != "tensor(uint8)":
             x = x.astype(np.float32)
         return self.session.run([OUTPUT], {INPUT: x})[0]
 
+    @torch.inference_mode()
     def _run_cuda(self, frames: torch.Tensor) -> np.ndarray:
-        # I/O binding: ONNX Runtime reads the frames and writes the embeddings in torch's GPU memory.
-        x = frames.to(self.device, non_blocking=True).contiguous()
-        if self.input_type != "tensor(uint8)":
-            x = x.float()
-        y = torch.empty((x.shape[0], self.dim), dtype=torch.float32, device=self.device)
-        binding = self.session.io_binding()
-        idx = self.device.index or 0
-        binding.bind_input(INPUT, "cuda", idx, np.uint8 if x.dtype == torch.uint8 else np.float32, tuple(x.shape),
-                           x.data_ptr())
-        binding.bind_output(OUTPUT, "cuda", idx, np.float32, tuple(y.shape), y.data_ptr())
-        torch.cuda.current_stream(self.device).synchronize()  # ONNX Runtime runs on its own stream
-        self.session.run_with_iobinding(binding)
-        return y.cpu().numpy()
+        # In the worker thread, whose current device is 0 until set: enter the session's GPU.
+        with torch.cuda.device(self.device):
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(self.device)
+            if frames.is_cuda:  # frames a GPU decoder wrote on the default stream
+                self._stream.wait_stream(torch.cuda.default_stream(frames.device))
+            with torch.cuda.stream(self._stream):
+                # I/O binding: ONNX Runtime reads the frames and writes the embeddings in torch's GPU memory.
+                x = frames.to(self.device, non_blocking=True).contiguous()
+                if self.input_type != "tensor(uint8)":
+                    x = x.float()
+                y = torch.empty((x.shape[0], self.dim), dtype=torch.float32, device=self.device)
+                if frames.is_cuda:
+                    frames.record_stream(self._stream)
+            self._stream.synchronize()  # ONNX Runtime runs on its own stream: the input must be there first
+            binding = self.session.io_binding()
+            idx = self.device.index
+            binding.bind_input(INPUT, "cuda", idx, np.uint8 if x.dtype == torch.uint8 else np.float32,
+                               tuple(x.shape), x.data_ptr())
+            binding.bind_output(OUTPUT, "cuda", idx, np.float32, tuple(y.shape), y.data_ptr())
+            self.session.run_with_iobinding(binding)  # returns once ONNX Runtime's stream has finished
+            with torch.cuda.stream(self._stream):
+                return y.cpu().numpy()
 
 
 def load_exported(path: str | os.PathLike, backend: str, device: str = "auto"):
@@ -134,8 +167,14 @@ def cache_dir() -> Path:
     return Path(base) / "selfee-fast"
 
 
-def cached_export(checkpoint: str | os.PathLike, backend: str) -> Path:
-    """The export of ``checkpoint`` for ``backend`` in the cache, made (and verified) on first use."""
+def cached_export(checkpoint: str | os.PathLike, backend: str, videos=()) -> Path:
+    """The export of ``checkpoint`` for ``backend`` in the cache, made (and verified) on first use.
+
+    The verification runs on random frames and on real frames of ``videos`` where given (``embed``
+    passes the first video it is about to embed), else on synthetic video-like frames; the log
+    says which. Processes or ranks exporting the same checkpoint at once each write their own
+    temporary files and rename them into place (the last rename wins; both files are verified).
+    """
     from selfee import __version__
     from selfee.checkpoint import file_sha256
     from selfee.export.exporter import export_checkpoint
@@ -148,15 +187,23 @@ def cached_export(checkpoint: str | os.PathLike, backend: str) -> Path:
     folder = cache_dir() / "exports"
     name = f"{sha[:20]}-v{__version__}"
     path = folder / f"{name}{SUFFIX[backend]}"
-    if not path.is_file():
-        log.info("exporting %s to %s once (cached in %s)", checkpoint, backend, folder)
-        export_checkpoint(checkpoint, folder, fmt=backend, name=name, frames=8, quiet=True)
+    if path.is_file():
+        return path
+    log.info("exporting %s to %s once (cached in %s)", checkpoint, backend, folder)
+    try:
+        report = export_checkpoint(checkpoint, folder, fmt=backend, name=name, frames=8, videos=videos, quiet=True)
+    except OSError:
+        if path.is_file():  # another process finished the same export first
+            log.info("%s: exported meanwhile by another process", path.name)
+            return path
+        raise
+    log.info("verified the cached %s export on %s", backend, report["verification_frames"])
     return path
 
 
-def load_cached_export(checkpoint: str | os.PathLike, backend: str, device: str = "auto"):
+def load_cached_export(checkpoint: str | os.PathLike, backend: str, device: str = "auto", videos=()):
     """(Embedder, the checkpoint's SelfeeConfig) running ``checkpoint`` through its cached export."""
-    embedder, cfg = load_exported(cached_export(checkpoint, backend), backend, device)
+    embedder, cfg = load_exported(cached_export(checkpoint, backend, videos), backend, device)
     embedder.source = str(checkpoint)
     return embedder, cfg
 

@@ -87,6 +87,7 @@ def train(
     learning rate, throughput, held-out loss) and OUT/config.yaml. Ctrl-C writes a checkpoint;
     --resume continues exactly where it stopped.
     """
+    from selfee.errors import SelfeeError
     from selfee.train import run_training
 
     cfg = load_config(
@@ -105,7 +106,7 @@ def train(
         },
     )
     if not videos and cfg.train.pipeline != "synthetic":
-        raise typer.BadParameter("give at least one video, folder or glob", param_hint="VIDEOS")
+        raise SelfeeError("train: no VIDEOS given (pass video files, folders or glob patterns)")
     summary = run_training(cfg, videos or [], out, resume=resume, corners=corners, arena=arena)
     if summary:
         typer.echo(
@@ -129,6 +130,8 @@ def embed(
     window: int = typer.Option(None, help="Also save the original's windowed average pooling over N frames "
                                "(OUT/<stem>.window<N>.npy)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo videos already embedded (default: skip them)."),
+    corners: str = typer.Option(None, help="Arena corners: a JSON/CSV file, a folder of <stem>.json/.csv, or 'x,y x,y x,y x,y'."),
+    arena: str = typer.Option(None, help="Arena kind for --corners: open_field or plus_maze."),
 ):
     """Embed every frame of videos with trained weights.
 
@@ -151,7 +154,7 @@ def embed(
         cfg = SelfeeConfig.load(config, preset=preset, overrides=overrides)
         overrides = []
     manifest = embed_videos(videos, weights, out, cfg=cfg, overrides=overrides, batch_size=batch_size,
-                            device=device, backend=backend, overwrite=overwrite)
+                            device=device, backend=backend, overwrite=overwrite, corners=corners, arena=arena)
     n_ok, n_bad = len(manifest["videos"]), len(manifest["failed"])
     n_skip = sum(1 for v in manifest["videos"] if v.get("skipped"))
     typer.echo(f"embedded {n_ok} video(s) into {out}" + (f" ({n_skip} already done)" if n_skip else "")

@@ -27,6 +27,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -50,7 +52,10 @@ class EmbedBatch(NamedTuple):
     time_s: torch.Tensor  # B float64: seconds since the first frame
 
 
-def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: int = 64,
+DECODE_BLOCK = 64  # frames PyAV decodes before they are turned into live frames (bounds the memory held)
+
+
+def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: int | None = None,
                        blocks: Iterable[torch.Tensor] | None = None) -> Iterator[EmbedBatch]:
     """Every frame of ``src``'s window in order, as live frames, ``batch_size`` at a time.
 
@@ -107,6 +112,7 @@ def iter_embed_batches(src, cfg: SelfeeConfig, batch_size: int, decode_block: in
     reader = VideoReader(info)
     try:
         decoded = 0
+        decode_block = decode_block or DECODE_BLOCK
         for rgb in blocks if blocks is not None else _pyav_blocks(reader, pre, decode_block, d.live_frames):
             new = frames_to_samples(rgb, pre, d.live_frames, size)
             decoded += len(rgb)
@@ -238,25 +244,51 @@ def device_to_host(y: torch.Tensor) -> Ready | Pending:
 
 
 class HostToDevice:
-    """Copies uint8 batches to a GPU on a side stream, so the copy of batch i+1 overlaps the compute of i."""
+    """Copies uint8 batches to a GPU on a side stream, so the copy of batch i+1 overlaps the compute of i.
 
-    def __init__(self, device: torch.device):
+    The compute stream is ``compute`` when given (an Embedder's own stream), else the stream
+    current when the copy is made; it waits for the copy, and the copied tensor is marked as used
+    on it so that its memory is not reused before the compute has read it.
+    """
+
+    def __init__(self, device: torch.device, compute: torch.cuda.Stream | None = None):
         self.device = device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.compute = compute
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                self.stream = torch.cuda.Stream(device)
+        else:
+            self.stream = None
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         if self.stream is None:
             return frames.cpu()
+        compute = self.compute if self.compute is not None else torch.cuda.current_stream(self.device)
         if frames.is_cuda:
-            return frames.to(self.device)
+            # Frames a GPU decoder wrote on the current stream: the compute stream waits for them.
+            x = frames.to(self.device)
+            current = torch.cuda.current_stream(self.device)
+            if compute != current:
+                compute.wait_stream(current)
+                x.record_stream(compute)
+            return x
         if not frames.is_pinned():
             frames = frames.pin_memory()
         with torch.cuda.stream(self.stream):
             x = frames.to(self.device, non_blocking=True)
-        compute = torch.cuda.current_stream(self.device)
         compute.wait_stream(self.stream)
         x.record_stream(compute)  # allocated on the copy stream, used on the compute stream
         return x
+
+
+def on_device(device: torch.device | str):
+    """``torch.cuda.device(device)`` for a GPU (its kernels, streams and events go to it), else nothing.
+
+    The current CUDA device is per thread and defaults to 0: without this, work for ``cuda:1``
+    queued from a thread where device 0 is current lands on (or synchronises with) device 0.
+    """
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 def submit(embedder, frames: torch.Tensor):
@@ -316,6 +348,10 @@ class TorchEmbedder:
 
     @torch.inference_mode()
     def submit(self, frames: torch.Tensor):
+        with on_device(self.device):  # graph capture, side streams and events on this embedder's GPU
+            return self._submit(frames)
+
+    def _submit(self, frames: torch.Tensor):
         x = self.h2d(frames)
         if not self.cuda_graphs:
             return device_to_host(self._forward(x))
@@ -339,13 +375,14 @@ class TorchEmbedder:
 CPU_DEFAULT_BACKEND = "onnx"
 
 
-def load_embedder(weights: str | os.PathLike, backend: str = "auto", device: str = "auto"):
+def load_embedder(weights: str | os.PathLike, backend: str = "auto", device: str = "auto", videos=()):
     """(Embedder, SelfeeConfig of the weights) for a checkpoint or an exported model.
 
     ``auto`` takes the backend from the file type (``.pt``/``.pth``/``.pkl``: torch, ``.ts``:
     torchscript, ``.onnx``: onnx, ``.engine``/``.plan``: tensorrt). A checkpoint on the CPU runs
     with :data:`CPU_DEFAULT_BACKEND` when its packages are installed (exported once into the
-    cache); ``torchscript`` or ``onnx`` given with a checkpoint use the same cache.
+    cache); ``torchscript`` or ``onnx`` given with a checkpoint use the same cache. A new cached
+    export is verified on frames of ``videos`` (the ones about to be embedded) where given.
     """
     from selfee._deps import available
     from selfee.train import resolve_device
@@ -360,7 +397,7 @@ def load_embedder(weights: str | os.PathLike, backend: str = "auto", device: str
             needed = ("onnx", "onnxruntime") if CPU_DEFAULT_BACKEND == "onnx" else ()
             if all(available(m) for m in needed) and available("selfee.export"):
                 try:
-                    return _exported(weights, CPU_DEFAULT_BACKEND, device, checkpoint=True)
+                    return _exported(weights, CPU_DEFAULT_BACKEND, device, checkpoint=True, videos=videos)
                 except SelfeeError as exc:
                     log.warning("%s: the %s backend is unavailable (%s); using torch", weights, CPU_DEFAULT_BACKEND, exc)
     if backend == "torch":
@@ -370,16 +407,16 @@ def load_embedder(weights: str | os.PathLike, backend: str = "auto", device: str
 
         model, cfg = load_model(weights)
         return TorchEmbedder(model.encoder, device), cfg
-    return _exported(weights, backend, device, checkpoint=kind == "torch")
+    return _exported(weights, backend, device, checkpoint=kind == "torch", videos=videos)
 
 
-def _exported(weights: Path, backend: str, device: str, checkpoint: bool):
+def _exported(weights: Path, backend: str, device: str, checkpoint: bool, videos=()):
     try:
         from selfee.export import runtime
     except ImportError as exc:
         raise SelfeeError(f"backend '{backend}' is not available in this installation ({exc})") from None
     if checkpoint:
-        return runtime.load_cached_export(weights, backend, device)
+        return runtime.load_cached_export(weights, backend, device, videos=videos)
     return runtime.load_exported(weights, backend, device)
 
 
@@ -444,12 +481,23 @@ class NpyStreamWriter:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through a temporary name unique to this process and thread, then rename
+    (two processes writing the same file at once each rename a whole file; the last one stays)."""
+    tmp = path.with_name(f"{path.name}.{unique_suffix()}.partial")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def unique_suffix() -> str:
+    """``<pid>-<thread id>``: temporary file names that concurrent writers (ranks, processes, threads) never share."""
+    return f"{os.getpid()}-{threading.get_ident()}"
 
 
 def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
@@ -486,8 +534,53 @@ class WindowPool:
 
 
 def format_index(frames: np.ndarray, times: np.ndarray) -> str:
-    """``frame,time_s`` lines for a batch (one string, written in one call)."""
-    return "".join(f"{f},{t:.6f}\n" for f, t in zip(frames.tolist(), times.tolist()))
+    """``frame,time_s`` lines for a batch (one string, written in one call), built with array operations.
+
+    The same text as ``f"{frame},{time:.6f}\\n"`` per row, including Python's rounding of the
+    binary value (half to even on exact ties): the product ``time * 1e6`` is split into its
+    rounded value and its exact error (Dekker), which decides the rounding where the rounded
+    product ends in exactly .5. Rows the fast path does not cover (negative frames or times,
+    non-finite or huge times) make the batch use the per-row formatting.
+    """
+    frames = np.asarray(frames)
+    times = np.asarray(times, np.float64)
+    if len(frames) == 0:
+        return ""
+    if (frames.dtype.kind not in "iu" or frames.min() < 0 or not np.isfinite(times).all()
+            or np.signbit(times).any() or times.max() >= 4e9):
+        return "".join(f"{f},{t:.6f}\n" for f, t in zip(frames.tolist(), times.tolist()))
+    # Microseconds, rounded as the exact decimal expansion of each float would round.
+    hi = times * 1e6
+    split = times * 134217729.0  # 2**27 + 1: Dekker's split of the times into two 26-bit halves
+    t_hi = split - (split - times)
+    t_lo = times - t_hi
+    lo = (t_hi * 1e6 - hi) + t_lo * 1e6  # exact: hi + lo == times * 1e6
+    base = np.floor(hi)
+    frac = hi - base
+    odd = np.fmod(base, 2) == 1
+    up = (frac > 0.5) | ((frac == 0.5) & ((lo > 0) | ((lo == 0) & odd)))
+    us = (base + up).astype(np.int64)
+    secs, micro = np.divmod(us, 1_000_000)
+    comma = np.full((len(frames), 1), ord(","), np.uint8)
+    point = np.full((len(frames), 1), ord("."), np.uint8)
+    newline = np.full((len(frames), 1), ord("\n"), np.uint8)
+    chars = np.concatenate([_digits(frames.astype(np.int64)), comma, _digits(secs), point,
+                            _digits(micro, width=6, pad=False), newline], axis=1)
+    return chars[chars != 0].tobytes().decode("ascii")
+
+
+def _digits(values: np.ndarray, width: int | None = None, pad: bool = True) -> np.ndarray:
+    """ASCII decimal digits of non-negative ints, one row each, right-aligned; leading zeros are 0 bytes
+    (dropped by the caller) when ``pad``, else kept (zero-padded to ``width``)."""
+    if width is None:
+        width = len(str(int(values.max()))) if len(values) else 1
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    chars = ((values[:, None] // powers) % 10 + ord("0")).astype(np.uint8)
+    if pad:
+        lead = values[:, None] < powers
+        lead[:, -1] = False  # zero itself is "0"
+        chars[lead] = 0
+    return chars
 
 
 class VideoOutputs:
@@ -602,8 +695,13 @@ def video_key(weights_sha256: str, cfg: SelfeeConfig, video: Path, dtype: str, w
 INFLIGHT = 2  # batches queued on the embedder before the oldest is read back
 
 
-def _pinned(batches: Iterable[EmbedBatch]) -> Iterator[EmbedBatch]:
-    """Page-locked host frames (in the prefetch thread), so copies to the GPU can be asynchronous."""
+def _pinned(batches: Iterable[EmbedBatch], device: torch.device | int) -> Iterator[EmbedBatch]:
+    """Page-locked host frames (in the prefetch thread), so copies to the GPU can be asynchronous.
+
+    The prefetch thread makes the embedder's GPU its current device first (a thread starts on
+    device 0), so pinning and any GPU decoding there use that GPU's context, not device 0's.
+    """
+    torch.cuda.set_device(device)  # this generator runs in its own prefetch thread: nothing to restore
     for b in batches:
         yield b if b.frames.is_cuda else b._replace(frames=b.frames.pin_memory())
 
@@ -633,7 +731,7 @@ def embed_video(src, cfg: SelfeeConfig, embedder, out_dir: Path, batch_size: int
     try:
         batches = embed_batches(src, cfg, batch_size, device)
         if device.type == "cuda":
-            batches = _pinned(batches)
+            batches = _pinned(batches, device if device.index is not None else torch.cuda.current_device())
         for batch in background(batches):
             inflight.append((batch.frame, batch.time_s, submit(embedder, batch.frames)))
             drain(INFLIGHT - 1)
@@ -675,6 +773,11 @@ def shard(paths: list[Path], rank: int, world: int) -> list[Path]:
     return [p for i, p in enumerate(paths) if owner[i] == rank]
 
 
+# How long the ranks of a torchrun embedding wait for each other. A rank that finishes its videos
+# early waits for the slowest one at the end, which can be hours: far beyond NCCL's 10 minutes.
+DIST_TIMEOUT = timedelta(days=7)
+
+
 def embed_videos(
     videos: list[str | os.PathLike],
     weights: str | os.PathLike,
@@ -688,18 +791,23 @@ def embed_videos(
     window: int | None = None,
     overwrite: bool = False,
     embedder=None,
+    corners=None,
+    arena: str | None = None,
 ) -> dict:
     """``selfee-fast embed``: every frame of every video; bad videos are reported and skipped.
 
     ``cfg`` replaces the weights' config (``overrides`` apply on top of the weights' config
-    otherwise). Finished videos are skipped unless ``overwrite``. Under ``torchrun`` each rank
-    embeds its share of the videos on its own GPU and rank 0 writes ``manifest.json``. An
-    ``embedder`` may be given directly (with ``cfg``); ``weights`` then only names it.
+    otherwise). ``corners`` (a corner file, a folder of ``<stem>.json``/``.csv`` or the corners as
+    text) adds per-video arena correction of kind ``arena``, as in training (see
+    ``selfee.arena.apply_corners``). Finished videos are skipped unless ``overwrite``. Under
+    ``torchrun`` each rank embeds its share of the videos on its own GPU; the ranks meet once at
+    the end (over gloo, with :data:`DIST_TIMEOUT`), and a rank that fails before then reports it
+    there, so that the others stop with its error instead of waiting; rank 0 writes
+    ``manifest.json``. An ``embedder`` may be given directly (with ``cfg``); ``weights`` then only
+    names it.
     """
-    from selfee.checkpoint import file_sha256
-    from selfee.data import make_sources
     from selfee.train import init_distributed
-    from selfee.video import expand_inputs, probe_many
+    from selfee.video import expand_inputs
 
     out_dir = Path(out_dir)
     _check_writable(out_dir)
@@ -713,77 +821,31 @@ def embed_videos(
         stems[p.stem] = p
 
     was_distributed = _dist_initialized()
-    dist, dev = init_distributed(device or (cfg.embed.device if cfg else "auto"))
+    dist, dev = init_distributed(device or (cfg.embed.device if cfg else "auto"), timeout=DIST_TIMEOUT)
+    group = _gather_group(dist)
     try:
-        if embedder is None:
-            embedder, wcfg = load_embedder(weights, backend or (cfg.embed.backend if cfg else "auto"), str(dev))
-        elif cfg is None:
-            raise SelfeeError("embed_videos: an embedder given directly needs its cfg")
-        else:
-            wcfg = cfg
-        base = cfg if cfg is not None else wcfg
-        if cfg is None and overrides:
-            from selfee.config import _deep_merge, parse_overrides
-
-            raw = base.to_dict()
-            _deep_merge(raw, parse_overrides(overrides))
-            base = SelfeeConfig.from_dict(raw)
-        cfg = base
-        if window is not None:
-            cfg = cfg.replace(**{"embed.window": window})
-        fixed = getattr(embedder, "fixed_size", None)  # a TensorRT engine's profile fixes the input size
-        if fixed and tuple(fixed) != tuple(cfg.data.input_size):
-            raise SelfeeError(f"{weights}: the engine takes {fixed[0]}x{fixed[1]} frames but data.input_size is "
-                              f"{cfg.data.input_size[0]}x{cfg.data.input_size[1]}; rebuild it or drop the override")
-        win = cfg.embed.window
-        dtype = cfg.embed.dtype
-        bs = batch_size or cfg.embed.batch_size
-        weights_hash = file_sha256(weights) if Path(weights).is_file() else str(weights)
-
-        t_run = time.perf_counter()
-        mine = shard(paths, dist.rank, dist.world)
-        infos, bad = probe_many(mine, min_frames=cfg.data.min_frames)
-        failures = [{"video": e.path, "error": e.problem} for e in bad]
-        results = []
-        new_frames = 0
-        with _progress(show_progress and dist.is_main) as bar:
-            run_task = bar.add_task(f"{len(mine)} video(s)", total=sum(i.frames for i in infos), rate="")
-            for info in infos:
-                try:
-                    key = video_key(weights_hash, cfg, info.path, dtype, win)
-                    done = None if overwrite else completed(out_dir, info.path.stem, key, win)
-                    if done is not None:
-                        log.info("%s: already embedded (%d frames), skipped", info.path.name, done["frames"])
-                        results.append({**done, "video": str(info.path), "skipped": True})
-                        bar.advance(run_task, info.frames)
-                        continue
-                    (src,) = make_sources([info], cfg)
-                    meter = _Meter(bar, run_task, t_run, new_frames, info.path.name, src.frames)
-                    res = embed_video(src, cfg, embedder, out_dir, bs, dtype, window=win, on_batch=meter,
-                                      record={"key": key, "weights_sha256": weights_hash, "backend": embedder.name})
-                    meter.close()
-                    new_frames += res["frames"]
-                    log.info("%s: %d frames, %.0f frames/s", info.path.name, res["frames"], res["fps"])
-                    results.append(res)
-                except Exception as exc:  # one bad video is reported; the others go on
-                    problem = exc.problem if isinstance(exc, VideoError) else f"{type(exc).__name__}: {exc}"
-                    log.error("%s: %s", info.path, problem)
-                    failures.append({"video": str(info.path), "error": problem})
-        elapsed = time.perf_counter() - t_run
-        results, failures, new_frames, elapsed = _gather(dist, results, failures, new_frames, elapsed)
+        try:
+            mine = _embed_share(dist, dev, paths, weights, out_dir, cfg, overrides, batch_size, backend,
+                                show_progress, window, overwrite, embedder, corners, arena)
+        except Exception as exc:
+            if not dist.enabled:
+                raise
+            _gather(dist, group, {"error": f"{type(exc).__name__}: {exc}"})  # the others stop instead of waiting
+            raise
+        parts = _gather(dist, group, mine)
+        stopped = [(r, p["error"]) for r, p in enumerate(parts) if "error" in p]
+        if stopped:
+            raise SelfeeError("embedding stopped on " + "; ".join(f"rank {r}: {e}" for r, e in stopped)
+                              + " (the videos the other ranks finished are kept; rerun to do the rest)")
         order = {str(p): i for i, p in enumerate(paths)}
+        results = [r for p in parts for r in p["results"]]
+        new_frames = sum(p["new_frames"] for p in parts)
+        elapsed = max(p["elapsed"] for p in parts)
         manifest = {
-            "weights": str(weights),
-            "weights_sha256": weights_hash,
-            "backend": embedder.name,
-            "device": str(getattr(embedder, "device", "cpu")),
+            **mine["manifest"],
             "world_size": dist.world,
-            "batch_size": bs,
-            "dtype": dtype,
-            "window": win,
-            "config": cfg.to_dict(),
             "videos": sorted(results, key=lambda r: order.get(r["video"], len(order))),
-            "failed": failures,
+            "failed": [f for p in parts for f in p["failures"]],
             "frames_embedded": new_frames,
             "seconds": elapsed,
             "fps": new_frames / elapsed if elapsed else 0.0,
@@ -793,10 +855,94 @@ def embed_videos(
             atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
         return manifest
     finally:
-        if dist.enabled and not was_distributed:
+        if dist.enabled:
             import torch.distributed as tdist
 
-            tdist.destroy_process_group()
+            if not was_distributed:
+                tdist.destroy_process_group()
+            elif group is not None:
+                tdist.destroy_process_group(group)
+
+
+def _embed_share(dist, dev, paths, weights, out_dir, cfg, overrides, batch_size, backend, show_progress, window,
+                 overwrite, embedder, corners, arena) -> dict:
+    """This rank's part of :func:`embed_videos`: its videos embedded, its results and the run's settings."""
+    from selfee.checkpoint import file_sha256
+    from selfee.data import make_sources
+    from selfee.video import probe_many
+
+    if embedder is None:
+        # A checkpoint exported into the cache now is verified on frames of the first video.
+        embedder, wcfg = load_embedder(weights, backend or (cfg.embed.backend if cfg else "auto"), str(dev),
+                                       videos=paths[:1])
+    elif cfg is None:
+        raise SelfeeError("embed_videos: an embedder given directly needs its cfg")
+    else:
+        wcfg = cfg
+    base = cfg if cfg is not None else wcfg
+    if cfg is None and overrides:
+        from selfee.config import _deep_merge, parse_overrides
+
+        raw = base.to_dict()
+        _deep_merge(raw, parse_overrides(overrides))
+        base = SelfeeConfig.from_dict(raw)
+    cfg = base
+    if window is not None:
+        cfg = cfg.replace(**{"embed.window": window})
+    if corners is not None:
+        from selfee.arena import apply_corners
+
+        cfg = apply_corners(cfg, paths, corners, arena)
+    fixed = getattr(embedder, "fixed_size", None)  # a TensorRT engine's profile fixes the input size
+    if fixed and tuple(fixed) != tuple(cfg.data.input_size):
+        raise SelfeeError(f"{weights}: the engine takes {fixed[0]}x{fixed[1]} frames but data.input_size is "
+                          f"{cfg.data.input_size[0]}x{cfg.data.input_size[1]}; rebuild it or drop the override")
+    win = cfg.embed.window
+    dtype = cfg.embed.dtype
+    bs = batch_size or cfg.embed.batch_size
+    weights_hash = file_sha256(weights) if Path(weights).is_file() else str(weights)
+
+    t_run = time.perf_counter()
+    mine = shard(paths, dist.rank, dist.world)
+    infos, bad = probe_many(mine, min_frames=cfg.data.min_frames)
+    failures = [{"video": e.path, "error": e.problem} for e in bad]
+    results = []
+    new_frames = 0
+    with _progress(show_progress and dist.is_main) as bar:
+        run_task = bar.add_task(f"{len(mine)} video(s)", total=sum(i.frames for i in infos), rate="")
+        for info in infos:
+            try:
+                key = video_key(weights_hash, cfg, info.path, dtype, win)
+                done = None if overwrite else completed(out_dir, info.path.stem, key, win)
+                if done is not None:
+                    log.info("%s: already embedded (%d frames), skipped", info.path.name, done["frames"])
+                    results.append({**done, "video": str(info.path), "skipped": True})
+                    bar.advance(run_task, info.frames)
+                    continue
+                (src,) = make_sources([info], cfg)
+                meter = _Meter(bar, run_task, t_run, new_frames, info.path.name, src.frames)
+                res = embed_video(src, cfg, embedder, out_dir, bs, dtype, window=win, on_batch=meter,
+                                  record={"key": key, "weights_sha256": weights_hash, "backend": embedder.name})
+                meter.close()
+                new_frames += res["frames"]
+                log.info("%s: %d frames, %.0f frames/s", info.path.name, res["frames"], res["fps"])
+                results.append(res)
+            except Exception as exc:  # one bad video is reported; the others go on
+                problem = exc.problem if isinstance(exc, VideoError) else f"{type(exc).__name__}: {exc}"
+                log.error("%s: %s", info.path, problem)
+                failures.append({"video": str(info.path), "error": problem})
+    manifest = {
+        "weights": str(weights),
+        "weights_sha256": weights_hash,
+        "backend": embedder.name,
+        "device": str(getattr(embedder, "device", "cpu")),
+        "batch_size": bs,
+        "dtype": dtype,
+        "window": win,
+        "config": cfg.to_dict(),
+    }
+    return {"results": results, "failures": failures, "new_frames": new_frames,
+            "elapsed": time.perf_counter() - t_run, "manifest": manifest}
 
 
 class _Meter:
@@ -835,16 +981,28 @@ def _dist_initialized() -> bool:
     return tdist.is_available() and tdist.is_initialized()
 
 
-def _gather(dist, results: list, failures: list, frames: int, elapsed: float):
-    """Every rank's results on every rank (the manifest is one for the run)."""
+def _gather_group(dist):
+    """A gloo group with :data:`DIST_TIMEOUT` for the ranks' one meeting at the end (None without torchrun).
+
+    Not the default group: NCCL's watchdog (10 minutes by default) would abort a rank that waits
+    there for a slower one, and gloo gathers Python objects on the CPU.
+    """
     if not dist.enabled:
-        return results, failures, frames, elapsed
+        return None
+    import torch.distributed as tdist
+
+    return tdist.new_group(backend="gloo", timeout=DIST_TIMEOUT)
+
+
+def _gather(dist, group, part: dict) -> list[dict]:
+    """Every rank's ``part`` on every rank, in rank order (the manifest is one for the run)."""
+    if not dist.enabled:
+        return [part]
     import torch.distributed as tdist
 
     parts: list = [None] * dist.world
-    tdist.all_gather_object(parts, (results, failures, frames, elapsed))
-    return ([r for p in parts for r in p[0]], [f for p in parts for f in p[1]], sum(p[2] for p in parts),
-            max(p[3] for p in parts))
+    tdist.all_gather_object(parts, part, group=group)
+    return parts
 
 
 def _versions() -> dict:

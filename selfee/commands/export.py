@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path = typer.Argument(..., help="Checkpoint to export (selfee-fast .pt or original Selfee .pkl)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         fmt: str = typer.Option("onnx", "--format", "-f", help="torchscript or onnx."),
-        trt: bool = typer.Option(False, "--trt", help="Also build a TensorRT engine from the ONNX file (needs TensorRT 10+ "
+        trt: bool = typer.Option(False, "--trt", help="Also build a TensorRT engine from the ONNX file (needs TensorRT 10.x "
                                  "and an NVIDIA GPU)."),
         precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (TorchScript and TensorRT; ONNX files are fp32)."),
         max_batch: int = typer.Option(256, "--max-batch", help="TensorRT profile: largest batch."),
@@ -43,6 +43,10 @@ def register(app: typer.Typer) -> None:
         report = export_checkpoint(checkpoint, out, fmt=fmt, trt=trt, precision=precision, max_batch=max_batch,
                                    opt_batch=opt_batch, device=device, videos=[str(v) for v in video], frames=frames,
                                    timing_cache=timing_cache, name=name, quiet=True)
+        typer.echo(f"verified on {report['verification_frames']}")
+        if not report["real_frames"]:
+            typer.echo("note: the frames standing in for real ones were synthetic" + (
+                "; pass --video with one of your videos to verify on its frames" if not video else ""))
         for result in report["verification"]:
             typer.echo(describe(result))
         for f in report["files"]:

@@ -36,3 +36,28 @@ def test_embedding_rows_model_only_and_end_to_end(tiny, tmp_path):
     assert torch_row["frames"] == decoded_count(video) and torch_row["pipeline"] == "pyav"  # embed.pipeline=torch
     if not (available("tensorrt") and torch.cuda.is_available()):
         assert "error" in trt_row and ("tensorrt" in trt_row["error"].lower() or "GPU" in trt_row["error"])
+
+
+def test_environment_reads_versions_from_package_metadata_without_importing(monkeypatch):
+    import importlib.metadata
+    import sys
+
+    from selfee.bench import timing
+
+    for module in ("tensorrt", "onnxruntime"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    env = timing.environment()
+    assert "onnxruntime" not in sys.modules and "tensorrt" not in sys.modules
+    assert env["onnxruntime"] == importlib.metadata.version("onnxruntime") and env["torch"] == torch.__version__
+
+    installed = {"tensorrt-cu12": "10.9.0.34", "onnxruntime-gpu": "1.22.0", "nvidia-dali-cuda120": "1.50.0"}
+
+    def version(dist):
+        if dist not in installed:
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return installed[dist]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert (timing._version("tensorrt"), timing._version("onnxruntime"), timing._version("dali")) == (
+        "10.9.0.34", "1.22.0", "1.50.0")
+    assert timing._version("av") is None

@@ -119,3 +119,132 @@ def test_bad_and_truncated_videos_are_reported_and_the_rest_embedded(tiny, tmp_p
     assert np.load(out / "cut.npy").shape == (n_cut, 16)  # what the decoder could read, one row each
     assert len(np.loadtxt(out / "cut.csv", delimiter=",", skiprows=1)) == n_cut
     assert not (out / "junk.npy").exists() and not list(out.glob("*.partial"))
+
+
+class _Wide:
+    """A stand-in embedder with wide rows (2048-d, as the full model), so that rows kept in memory would show."""
+
+    name = "wide"
+    dim = 2048
+
+    def __call__(self, frames: torch.Tensor) -> np.ndarray:
+        return np.zeros((len(frames), self.dim), np.float32)
+
+
+def _tensor_bytes() -> int:
+    """Bytes of the storages of every torch tensor alive in Python (a census through the garbage collector)."""
+    import gc
+    import warnings
+
+    seen, total = set(), 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # isinstance() on deprecated torch aliases warns
+        for obj in gc.get_objects():
+            if isinstance(obj, torch.Tensor):
+                storage = obj.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
+    return total
+
+
+def test_memory_does_not_grow_with_video_length(tmp_path, monkeypatch):
+    """Peak memory while embedding a 600-frame video is that of a 60-frame one: torch buffers (decoded frames,
+    live frames, batches in flight; a census of live tensors) and Python-side buffers (NumPy decode blocks,
+    rows, CSV text; tracemalloc's peak) stay bounded by the block and batch sizes."""
+    import tracemalloc
+
+    import selfee.embed as E
+
+    monkeypatch.setattr(E, "DECODE_BLOCK", 16)  # so that 60 frames already run the pipeline at its steady state
+    peaks = {}
+    for n, every in ((60, 1), (600, 8)):  # the census is slow: the long video is sampled every 8th batch
+        video = write_video(tmp_path / f"v{n}.mp4", numbered_frames(n), g=8)
+        (src,) = make_sources([probe(video)], CFG)
+        base = _tensor_bytes()
+        tensors, python, batches = [], [], [0]
+
+        def sample(rows, every=every, base=base, tensors=tensors, python=python, batches=batches):
+            batches[0] += 1
+            if batches[0] % every == 0:
+                python.append(tracemalloc.get_traced_memory()[1])  # the peak since the last sample
+                tensors.append(_tensor_bytes() - base)
+                tracemalloc.reset_peak()  # the census's own list does not count
+
+        (tmp_path / f"out{n}").mkdir()
+        tracemalloc.start()
+        try:
+            record = E.embed_video(src, CFG, _Wide(), tmp_path / f"out{n}", 8, on_batch=sample)
+        finally:
+            tracemalloc.stop()
+        assert record["frames"] == n and len(tensors) >= 7
+        peaks[n] = (max(tensors), max(python))
+    (t60, p60), (t600, p600) = peaks[60], peaks[600]
+    frame_bytes = 3 * 32 * 48  # one live frame; 600 of them would be 2.8 MB, their rows 4.9 MB
+    assert t600 <= 1.5 * t60 + 16 * frame_bytes, peaks
+    assert p600 <= 1.5 * p60 + 64 * 1024, peaks
+
+
+def _index_reference(frames: np.ndarray, times: np.ndarray) -> str:
+    return "".join(f"{f},{t:.6f}\n" for f, t in zip(frames.tolist(), times.tolist()))
+
+
+@pytest.mark.parametrize("times", [
+    "fps 20", "fps 29.97", "fps 30000/1001", "fps 59.94", "fps 128 (exact ties)", "pts/90000", "half microseconds",
+    "random", "ten hours", "huge",
+])
+def test_csv_index_block_is_the_per_row_format_exactly(times):
+    from selfee.embed import format_index
+
+    rng = np.random.default_rng(len(times))
+    frames = np.arange(5000, dtype=np.int64) + (10**9 if times == "huge" else 0)
+    t = {
+        "fps 20": frames / 20, "fps 29.97": frames / 29.97, "fps 30000/1001": frames * 1001 / 30000,
+        "fps 59.94": frames / 59.94, "fps 128 (exact ties)": frames / 128.0,  # 1/128 = 0.0078125: half to even
+        "pts/90000": np.cumsum(rng.integers(2900, 3100, 5000)) / 90000, "half microseconds": (frames + 0.5) / 1e6,
+        "random": rng.random(5000) * 3600, "ten hours": 36000 + rng.random(5000), "huge": rng.random(5000) * 3.9e9,
+    }[times]
+    assert format_index(frames, t) == _index_reference(frames, t)
+
+
+def test_csv_index_edge_cases():
+    from selfee.embed import format_index
+
+    cases = [
+        (np.array([0, 9, 10, 99, 100, 10**12]), np.array([0, 5e-7, 1.5e-6, 0.9999995, 9.9999995, 1e-7])),
+        (np.array([0, 1, 2]), np.array([0.0, -0.0, 1.0])),  # -0.0 prints as -0.000000: the per-row path
+        (np.array([0, 1]), np.array([np.nan, -1.25])),
+        (np.array([], np.int64), np.array([])),
+        (np.arange(3, dtype=np.uint32), np.array([4.1e9, 1.0, 2.0])),
+    ]
+    for frames, times in cases:
+        assert format_index(frames, times) == _index_reference(frames, times)
+
+
+def test_embed_with_arena_corners_warps_each_video_as_training_does(tiny, clip, tmp_path):
+    """--corners/--arena on embed: the same per-video arena entries as train (selfee.arena.apply_corners); the
+    embeddings are those of the warped live frames, one row per decoded frame, and the manifest keeps the arena."""
+    from selfee.arena import apply_corners
+
+    corners = "6,4 58,8 56,44 8,40"
+    out = tmp_path / "emb"
+    r = CliRunner().invoke(app, ["embed", str(clip), "--weights", str(tiny[0]), "--out", str(out), "--backend", "torch",
+                                 "--batch-size", "8", "--device", "cpu", "-s", "embed.pipeline=torch",
+                                 "--corners", corners, "--arena", "open_field"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = manifest["config"]["data"]["videos"]["clip.mp4"]
+    assert entry["arena"] == "open_field" and entry["arena_corners"] == [[6, 4], [58, 8], [56, 44], [8, 40]]
+    got = np.load(out / "clip.npy")
+    assert got.shape == (decoded_count(clip), 16)
+
+    warped_cfg = apply_corners(CFG, [clip], corners, "open_field")
+    (src,) = make_sources([probe(clip)], warped_cfg)
+    live = torch.cat([b.frames for b in iter_embed_batches(src, warped_cfg, 64)])
+    with torch.no_grad():
+        want = tiny[1].encoder(live.float() / 255).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    (plain,) = make_sources([probe(clip)], CFG)
+    unwarped = torch.cat([b.frames for b in iter_embed_batches(plain, CFG, 64)])
+    assert (live.float() - unwarped.float()).abs().mean() > 2  # the warp changed what was embedded
+    assert not np.allclose(got, reference(tiny[1], clip), rtol=1e-4, atol=1e-5)
