@@ -97,6 +97,11 @@ class DataConfig:
     # near-duplicates). Memory: a block is ~pool_batches * batch / chunk_fraction working-size grey frames
     # (mouse preset: ~16.6k frames of 366x275, 1.7 GB) and the loader holds two (docs/pipelines.md).
     pool_batches: int = 32  # batches drawn from one shuffled pool of decoded chunks
+    # innerShuffle: a block's batches come from this many videos (each batch from one of them, in a random
+    # order), so consecutive batches and BatchNorm's running statistics span several videos; but a block's
+    # chunks are shared among its videos, so each more video per block gives a batch fewer chunks of its video
+    # (mouse preset: ~9 samples of one chunk per batch with 1 video, ~13 with 2, ~20 with 4).
+    inner_shuffle_videos: int = 2
     holdout_fraction: float = 0.05  # last fraction of each video held out for the evaluation loss
     decode_threads: int = 2  # videos decoded in parallel by the reference loader
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -113,6 +118,7 @@ class DataConfig:
         _check(self.chunk_frames >= 8, "chunk_frames", "must be >= 8", self.chunk_frames)
         _check(0 < self.chunk_fraction <= 1, "chunk_fraction", "must be in (0, 1]", self.chunk_fraction)
         _check(self.pool_batches >= 1, "pool_batches", "must be >= 1", self.pool_batches)
+        _check(self.inner_shuffle_videos >= 1, "inner_shuffle_videos", "must be >= 1", self.inner_shuffle_videos)
         _check(0 <= self.holdout_fraction < 0.5, "holdout_fraction", "must be in [0, 0.5)", self.holdout_fraction)
         _check(self.decode_threads >= 1, "decode_threads", "must be >= 1", self.decode_threads)
 

@@ -9,12 +9,16 @@ Sampling semantics (the DALI pipelines reproduce them, sharing :func:`plan_block
 * A *block* of ``data.pool_batches`` batches is drawn from a pool: chunks are picked at random
   (weighted by size), ``data.chunk_fraction`` of each chunk's centres are taken at random, the pool
   is shuffled and cut into batches. The last chunk picked gives only the samples still needed,
-  from a prefix of its centres, and only that prefix (+ k) is decoded. With ``inner_shuffle`` a
-  block's chunks come from one video, so every batch comes from a single video (the original's
-  innerShuffle); otherwise they come from all videos. The decoder therefore produces about
-  ``1 / chunk_fraction`` frames per sample, and a batch holds about
-  ``chunk_frames * chunk_fraction / pool_batches`` samples of one chunk (near-duplicate frames):
-  the pool trades memory (the decoded frames of a block) for mixing.
+  from a prefix of its centres, and only that prefix (+ k) is decoded. The decoder therefore
+  produces about ``1 / chunk_fraction`` frames per sample, and the pool trades memory (the decoded
+  frames of a block) for mixing: a batch holds about ``chunk_frames * chunk_fraction / pool_batches``
+  samples of one chunk (near-duplicate frames).
+* Shuffled mode: the pool's chunks come from all videos. ``inner_shuffle`` (the original's
+  innerShuffle: every batch from a single video): up to ``data.inner_shuffle_videos`` videos are
+  drawn per block, each batch is given one of them at random, and each video's batches are cut
+  from a pool of that video's chunks. Consecutive batches, and BatchNorm's running statistics
+  (what the embedding uses), thus span several videos, while a batch still holds samples of many
+  chunks of its video.
 * Block ``b`` depends only on (seed, split, rank, b), and step ``s`` uses block
   ``s // pool_batches``, so a resumed run sees exactly the batches of an uninterrupted one.
 * A chunk that fails to decode is reported (once per video) and the block is drawn again from the
@@ -179,6 +183,44 @@ def block_seed(seed: int, split: str, rank: int, block: int) -> int:
     return int(np.random.SeedSequence([seed, split_id, rank, block]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def _pick_chunks(pool: list[Chunk], needed: int, fraction: float, k: int, g: torch.Generator):
+    """Chunks of ``pool`` in a random order (weighted by size) until they give ``needed`` samples:
+    (chunks, samples per chunk). The last chunk gives only the samples still needed, from a prefix
+    of its centres just long enough for them at this fraction, and only that prefix (+ k) is
+    decoded. A pool smaller than ``needed`` gives every centre of every chunk."""
+    weights = torch.tensor([c.size for c in pool], dtype=torch.float64)
+    order = torch.multinomial(weights, len(pool), replacement=False, generator=g).tolist()
+    picked, counts, total = [], [], 0
+    for i in order:
+        c = pool[i]
+        m = min(max(1, math.ceil(fraction * c.size)), needed - total)
+        if m < math.ceil(fraction * c.size):
+            p = min(c.size, math.ceil(m / fraction))
+            c = replace(c, center_stop=c.center_start + p, decode_stop=min(c.decode_stop, c.center_start + p + k))
+        picked.append(c)
+        counts.append(m)
+        total += m
+        if total >= needed:
+            break
+    if total < needed:
+        counts = [c.size for c in picked]
+    return picked, counts
+
+
+def _draw(picked: list[Chunk], counts: list[int], needed: int, g: torch.Generator):
+    """``needed`` samples (chunk index, centre frame) from the picked chunks, in a random order."""
+    cidx, frames = [], []
+    for ci, (c, m) in enumerate(zip(picked, counts)):
+        frames.append(torch.randperm(c.size, generator=g)[:m] + c.center_start)
+        cidx.append(torch.full((m,), ci, dtype=torch.long))
+    cidx_t, frame_t = torch.cat(cidx), torch.cat(frames)
+    if cidx_t.numel() < needed:  # a short video: draw again from what there is
+        extra = torch.randint(cidx_t.numel(), (needed - cidx_t.numel(),), generator=g)
+        cidx_t, frame_t = torch.cat([cidx_t, cidx_t[extra]]), torch.cat([frame_t, frame_t[extra]])
+    perm = torch.randperm(cidx_t.numel(), generator=g)[:needed]
+    return cidx_t[perm], frame_t[perm]
+
+
 def plan_block(
     chunks: list[list[Chunk]],
     batch_size: int,
@@ -187,58 +229,36 @@ def plan_block(
     inner_shuffle: bool,
     generator: torch.Generator,
     k: int,
+    inner_videos: int = 2,
 ) -> BlockPlan:
     """Choose chunks and centre frames for ``pool_batches`` batches (see the module docstring).
 
     ``k`` is the live-frame interval: a chunk shortened to the samples it gives still decodes
-    ``k`` frames past its last centre.
+    ``k`` frames past its last centre. With ``inner_shuffle`` up to ``inner_videos`` videos are
+    drawn (weighted by frames), each batch is given one of them at random, and each video's
+    batches share a pool of its own chunks.
     """
     g = generator
-    needed = batch_size * pool_batches
-    sizes = [sum(c.size for c in cs) for cs in chunks]
-    if inner_shuffle:
-        w = torch.tensor(sizes, dtype=torch.float64)
-        v = int(torch.multinomial(w, 1, generator=g))
-        pool = chunks[v]
+    if not inner_shuffle:
+        needed = batch_size * pool_batches
+        picked, counts = _pick_chunks([c for cs in chunks for c in cs], needed, fraction, k, g)
+        cidx, frame = _draw(picked, counts, needed, g)
+        parts = [(cidx[i : i + batch_size], frame[i : i + batch_size]) for i in range(0, needed, batch_size)]
     else:
-        pool = [c for cs in chunks for c in cs]
-    weights = torch.tensor([c.size for c in pool], dtype=torch.float64)
-    order = torch.multinomial(weights, len(pool), replacement=False, generator=g).tolist()
-    picked, counts, total = [], [], 0
-    for i in order:
-        c = pool[i]
-        m = min(max(1, math.ceil(fraction * c.size)), needed - total)
-        if m < math.ceil(fraction * c.size):
-            # The last chunk: its samples come from a prefix of its centres just long enough for
-            # them at this fraction, and only that prefix (+ k) is decoded.
-            p = min(c.size, math.ceil(m / fraction))
-            c = replace(
-                c, center_stop=c.center_start + p, decode_stop=min(c.decode_stop, c.center_start + p + k)
-            )
-        picked.append(c)
-        counts.append(m)
-        total += m
-        if total >= needed:
-            break
-    if total < needed:  # the pool is smaller than a block: every centre of the (whole) chunks before any repeats
-        counts = [c.size for c in picked]
-    cidx, frames = [], []
-    for ci, (c, m) in enumerate(zip(picked, counts)):
-        sel = torch.randperm(c.size, generator=g)[:m] + c.center_start
-        frames.append(sel)
-        cidx.append(torch.full((m,), ci, dtype=torch.long))
-    cidx_t, frame_t = torch.cat(cidx), torch.cat(frames)
-    if cidx_t.numel() < needed:  # a short video: draw again from what there is
-        extra = torch.randint(cidx_t.numel(), (needed - cidx_t.numel(),), generator=g)
-        cidx_t, frame_t = torch.cat([cidx_t, cidx_t[extra]]), torch.cat([frame_t, frame_t[extra]])
-    perm = torch.randperm(cidx_t.numel(), generator=g)[:needed]
-    cidx_t, frame_t = cidx_t[perm], frame_t[perm]
+        w = torch.tensor([sum(c.size for c in cs) for cs in chunks], dtype=torch.float64)
+        videos = torch.multinomial(w, min(inner_videos, len(chunks), pool_batches), replacement=False, generator=g)
+        of_batch = videos[torch.randint(len(videos), (pool_batches,), generator=g)]  # the video of every batch
+        picked, slots = [], {}
+        for v in sorted(set(of_batch.tolist())):
+            n = int((of_batch == v).sum())
+            vp, vc = _pick_chunks(chunks[v], n * batch_size, fraction, k, g)
+            cidx, frame = _draw(vp, vc, n * batch_size, g)
+            cidx += len(picked)
+            picked += vp
+            slots[v] = [(cidx[i : i + batch_size], frame[i : i + batch_size]) for i in range(0, n * batch_size, batch_size)]
+        parts = [slots[v].pop() for v in of_batch.tolist()]
     video_of = torch.tensor([c.video for c in picked], dtype=torch.long)
-    batches = [
-        BatchPlan(cidx_t[i : i + batch_size], video_of[cidx_t[i : i + batch_size]], frame_t[i : i + batch_size])
-        for i in range(0, needed, batch_size)
-    ]
-    return BlockPlan(picked, batches)
+    return BlockPlan(picked, [BatchPlan(ci, video_of[ci], fr) for ci, fr in parts])
 
 
 class Sampler:
@@ -289,7 +309,7 @@ class Sampler:
                 )
             g = torch.Generator().manual_seed(block_seed(self.cfg.train.seed, self.split, self.rank, b))
             plan = plan_block(chunks, self.batch_size, d.pool_batches, d.chunk_fraction, d.inner_shuffle, g,
-                              k=d.frame_interval)
+                              k=d.frame_interval, inner_videos=d.inner_shuffle_videos)
             bad = {c.video for c in plan.chunks if c in self.bad_chunks}
             if not bad or any(c not in self.bad_chunks and c not in self.good_chunks for c in plan.chunks):
                 return plan

@@ -112,8 +112,10 @@ def chunk_counts(sampler: Sampler, blocks: int = 6) -> list[int]:
 def test_a_batch_holds_few_samples_of_any_one_chunk(batch, inner):
     # A whole chunk gives chunk_frames * chunk_fraction samples to a pool of pool_batches batches,
     # so about this many land in one batch (hypergeometric; the largest of ~B/4 chunks is ~2x it).
-    per_batch = math.ceil(DEFAULTS.chunk_frames * DEFAULTS.chunk_fraction / DEFAULTS.pool_batches)
-    assert per_batch <= 4
+    # With innerShuffle a video's chunks feed only its share of the block's batches.
+    share = DEFAULTS.inner_shuffle_videos if inner else 1
+    per_batch = math.ceil(DEFAULTS.chunk_frames * DEFAULTS.chunk_fraction / DEFAULTS.pool_batches) * share
+    assert per_batch <= 8
     counts = chunk_counts(realistic_sampler(batch, inner))
     assert max(counts) <= 4 * per_batch
     assert np.mean(counts) <= 2.5 * per_batch
@@ -132,6 +134,26 @@ def test_shuffled_batches_mix_many_videos_and_inner_shuffle_keeps_one():
     for b in range(4):
         for bp in inner.block(b).batches:
             assert len(bp.video.unique()) == 1
+
+
+@pytest.mark.parametrize("videos", [1, 2, 4])
+def test_inner_shuffle_interleaves_the_videos_of_a_block(videos):
+    cfg = SelfeeConfig.load(overrides=["optim.batch_size=64", "data.inner_shuffle=true",
+                                       f"data.inner_shuffle_videos={videos}"])
+    sampler = Sampler([fake_source(i, 18000, 120) for i in range(6)], cfg)
+    switches, seen = 0, []
+    for b in range(6):
+        order = [int(bp.video[0]) for bp in sampler.block(b).batches]
+        assert all(len(bp.video.unique()) == 1 for bp in sampler.block(b).batches)
+        assert len(set(order)) <= videos
+        seen.append(len(set(order)))
+        switches += sum(x != y for x, y in zip(order, order[1:]))
+        key = torch.cat([bp.video * 10**6 + bp.frame for bp in sampler.block(b).batches])
+        assert len(key.unique()) == len(key)  # no sample twice in a block
+    if videos == 1:
+        assert switches == 0
+    else:  # batches of the block's videos come in a random order, not one video after the other
+        assert max(seen) == videos and switches > 6 * (videos - 1) * 4
 
 
 def test_a_block_uses_every_centre_before_repeating_one():
@@ -163,7 +185,10 @@ def test_plans_take_exactly_what_they_need_from_the_last_chunk(inner):
         chunk = torch.cat([bp.chunk for bp in plan.batches])
         assert len(frames) == 24 * cfg.data.pool_batches
         shortened = [c for c in plan.chunks if c not in full]
-        assert len(shortened) <= 1 and (not shortened or shortened[0] is plan.chunks[-1])
+        # at most one shortened chunk per pool (one pool per video of the block under innerShuffle): its last
+        for c in shortened:
+            assert c is [d for d in plan.chunks if d.video == c.video][-1]
+        assert len(shortened) <= (cfg.data.inner_shuffle_videos if inner else 1)
         for ci, c in enumerate(plan.chunks):
             mine = frames[chunk == ci]
             assert len(mine) == len(mine.unique()) and len(mine) == (math.ceil(frac * c.size) if c in full else len(mine))
