@@ -162,6 +162,10 @@ def torch_warp(warp: ArenaWarp, frames: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+# Full-resolution frames one DALI run may hold (a block of 32 batches of 256 at 640 x 480 would be ~15 GB at once).
+RUN_BYTES = 2 << 30
+
+
 class DaliChunkDecoder:
     """Decodes the chunks of a block into working-size frames (T x C x h x w uint8 on ``device``).
 
@@ -171,12 +175,13 @@ class DaliChunkDecoder:
     """
 
     def __init__(self, sources: list[VideoSource], live: bool, size, device: torch.device, max_chunks: int = 64,
-                 cpu_decoder: str = "auto", threads: int = 2, dali_warp: bool = True):
+                 cpu_decoder: str = "auto", threads: int = 2, dali_warp: bool = True, run_bytes: int = RUN_BYTES):
         self.sources = sources
         self.live = live
         self.size = tuple(size)
         self.device = device
         self.max_chunks = max_chunks
+        self.run_bytes = run_bytes
         self._dali_decoded = 0
         self._count_lock = threading.Lock()
         self.lanes: dict[int, str] = {}
@@ -236,11 +241,24 @@ class DaliChunkDecoder:
         for j, c in enumerate(chunks):
             groups.setdefault(c.video in self._warped, []).append(j)
         for warp, js in groups.items():
-            for i in range(0, len(js), self.max_chunks):
-                part = js[i : i + self.max_chunks]
+            for part in self._runs(chunks, js):
                 for j, x in zip(part, self._run(lane, warp, [chunks[j] for j in part])):
                     out[j] = x
         return out  # type: ignore[return-value]
+
+    def _runs(self, chunks: list[Chunk], js: list[int]) -> list[list[int]]:
+        """``js`` cut into DALI runs of at most ``max_chunks`` chunks whose full-resolution RGB frames
+        (what the decoder outputs before the working-size resize) fit in ``run_bytes``."""
+        runs, part, size = [], [], 0
+        for j in js:
+            info = self.sources[chunks[j].video].info
+            need = (chunks[j].decode_stop - chunks[j].decode_start) * info.height * info.width * 3
+            if part and (len(part) == self.max_chunks or size + need > self.run_bytes):
+                runs.append(part)
+                part, size = [], 0
+            part.append(j)
+            size += need
+        return runs + ([part] if part else [])
 
     def _segments(self, part: list[Chunk]) -> list:
         """Each chunk's segment; videos are cut in parallel (a cutter serves one thread at a time)."""

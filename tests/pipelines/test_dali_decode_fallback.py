@@ -169,3 +169,23 @@ def test_training_chunks_at_a_broken_tail_match_the_reference_and_log_once(broke
     assert tail_samples > 0
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1 and "broken tail" in lines[0]  # once for the video, not per chunk or block
+
+
+def test_runs_are_cut_by_chunk_count_and_decoded_bytes():
+    from types import SimpleNamespace
+
+    from selfee.data import Chunk
+
+    big = SimpleNamespace(info=SimpleNamespace(height=1024, width=1024))
+    small = SimpleNamespace(info=SimpleNamespace(height=48, width=64))
+    dec = SimpleNamespace(sources=[big, small], max_chunks=3, run_bytes=2 * 100 * 1024 * 1024 * 3)
+    chunks = [Chunk(v, 2, 102, 0, 100 + 4) for v in (0, 0, 0, 1, 1, 1, 1)]  # 104 frames each
+    runs = DaliChunkDecoder._runs(dec, chunks, list(range(len(chunks))))
+    assert [j for r in runs for j in r] == list(range(len(chunks)))  # every chunk once, in order
+    assert all(len(r) <= 3 for r in runs)
+    for r in runs:  # within the budget, unless a run holds a single chunk that alone exceeds it
+        need = sum((chunks[j].decode_stop - chunks[j].decode_start) * dec.sources[chunks[j].video].info.height
+                   * dec.sources[chunks[j].video].info.width * 3 for j in r)
+        assert need <= dec.run_bytes or len(r) == 1
+    # two 1024^2 chunks of 104 frames exceed the budget; small frames fill a run up to the chunk count
+    assert runs == [[0], [1], [2, 3, 4], [5, 6]]
