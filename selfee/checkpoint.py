@@ -107,14 +107,28 @@ def checkpoint_config(ckpt: dict) -> SelfeeConfig:
     return SelfeeConfig.from_dict(ckpt["config"])
 
 
-def load_model(path: str | os.PathLike, byol: bool | None = None):
-    """(model, config) from a checkpoint of either format, in eval mode on the CPU."""
+def load_model(path: str | os.PathLike, byol: bool | None = None, bn: str = "embed"):
+    """(model, config) from a checkpoint of either format, in eval mode on the CPU.
+
+    ``bn="embed"``: where the checkpoint holds BatchNorm statistics re-estimated on plain frames
+    (``train.embed_bn_frames``), the encoder uses them; ``bn="train"``: the training statistics.
+    """
     from selfee.model import Selfee
 
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt)
     model = Selfee(cfg.model, byol=cfg.loss.byol if byol is None else byol)
     load_state(model, ckpt["model"], source=str(path))
+    if bn not in ("embed", "train"):
+        raise ValueError(f"bn must be 'embed' or 'train', not {bn!r}")
+    if bn == "embed" and ckpt.get("embed_bn"):
+        own = model.encoder.state_dict()
+        extra = [k for k in ckpt["embed_bn"]["encoder"] if k not in own]
+        if extra:
+            raise SelfeeError(f"{path}: embedding BatchNorm statistics for unknown tensor {extra[0]}")
+        own.update(ckpt["embed_bn"]["encoder"])
+        model.encoder.load_state_dict(own)
+        log.debug("%s: BatchNorm statistics re-estimated on %d plain frames", path, ckpt["embed_bn"]["frames"])
     return model.eval(), cfg
 
 

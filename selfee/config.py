@@ -260,6 +260,9 @@ class TrainConfig:
     log_every: int = 10
     keep_checkpoints: int = 0  # 0: keep all periodic checkpoints; N: keep the newest N
     tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
+    # BatchNorm statistics for embedding, re-estimated on this many un-augmented frames at every checkpoint and
+    # stored beside the training ones (0: embed with the training statistics, as the original did)
+    embed_bn_frames: int = 4096
 
     def __post_init__(self):
         _check(
@@ -274,6 +277,7 @@ class TrainConfig:
         _check(self.eval_every >= 0, "eval_every", "must be >= 0", self.eval_every)
         _check(self.log_every >= 1, "log_every", "must be >= 1", self.log_every)
         _check(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0", self.keep_checkpoints)
+        _check(self.embed_bn_frames >= 0, "embed_bn_frames", "must be >= 0", self.embed_bn_frames)
 
 
 @dataclass(frozen=True)
@@ -383,7 +387,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"arch": "resnet18", "proj_dim": 128, "pred_hidden": 32, "cld_dim": 64, "init": "none"},
         "loss": {"clusters": 4},
         "optim": {"batch_size": 32, "steps": 200},
-        "train": {"checkpoint_every": 100, "eval_every": 50, "log_every": 10},
+        "train": {"checkpoint_every": 100, "eval_every": 50, "log_every": 10, "embed_bn_frames": 256},
         "embed": {"batch_size": 64},
     },
 }

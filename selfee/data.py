@@ -37,7 +37,7 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -63,6 +63,9 @@ class VideoSource:
 
     info: VideoInfo
     pre: Preprocessor
+    # what the run has already said about this video (shared by every loader of the run: train, held-out,
+    # the embedding's BatchNorm frames), so that each problem is reported once
+    said: set = field(default_factory=set, compare=False, repr=False)
 
     @property
     def frames(self) -> int:
@@ -498,7 +501,6 @@ class ReferenceLoader:
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfee-block")
         self._next = None  # (block index, future) of the block being prepared
         self._checker: ChunkDecoder | None = None  # PyAV, to try the other chunks of a failed block
-        self._reported: set[int] = set()  # videos whose decoding failure was logged
 
     @property
     def frames_decoded(self) -> int:
@@ -557,8 +559,9 @@ class ReferenceLoader:
         s.bad_chunks = (s.bad_chunks - tried) | failed
         s.good_chunks = (s.good_chunks - failed) | (tried - failed)
         for e in errors:
-            if e.chunk.video not in self._reported:
-                self._reported.add(e.chunk.video)
+            said = self.sources[e.chunk.video].said
+            if "decode failure" not in said:
+                said.add("decode failure")
                 what = "the held-out loss" if s.split == "eval" else "training"
                 log.warning("%s; %s goes on without this video where it does not decode", e, what)
             else:

@@ -170,6 +170,7 @@ def demo_config(out: Path, steps: int, device: str):
             "train.log_every=20",
             "train.eval_every=0",
             "train.tensorboard=false",
+            "train.embed_bn_frames=1024",
             "embed.batch_size=128",
         ],
     )

@@ -7,7 +7,9 @@ Cross-Level Instance-Group Discrimination", CVPR 2021. Selfee: Jia et al., bioRx
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
@@ -165,3 +167,54 @@ def build_model(cfg: ModelConfig, byol: bool = False) -> Selfee:
     if init != "none":
         load_initial_weights(model, cfg.init)
     return model
+
+
+class _LocalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over this process's batch, for inputs of any rank (what a SyncBatchNorm becomes)."""
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {input.dim()}-D)")
+
+
+def _plain_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with its SyncBatchNorm layers turned back into local BatchNorm (one process alone
+    must be able to run it in train mode)."""
+    if isinstance(module, nn.SyncBatchNorm):
+        bn = _LocalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        bn.load_state_dict(module.state_dict())
+        return bn
+    for name, child in module.named_children():
+        setattr(module, name, _plain_batchnorm(child))
+    return module
+
+
+@torch.no_grad()
+def embedding_bn_stats(encoder: Encoder, batches: Iterable[torch.Tensor], frames: int,
+                       autocast=None) -> tuple[dict[str, torch.Tensor], int]:
+    """BatchNorm statistics of ``encoder`` re-estimated on un-augmented frames (the embedding's inputs).
+
+    Training leaves running statistics of *augmented* views (half of them Turbo-coloured, rotated,
+    jittered); plain frames sit far from them in the first layers, which shifts every embedding by
+    one common offset and can make a short run's embeddings nearly parallel. Here every BatchNorm
+    layer's statistics are the average over batches of ``frames`` plain frames (a cumulative
+    average, as "precise BN"), with the weights unchanged. Returns (encoder buffers, frames used).
+    """
+    enc = _plain_batchnorm(copy.deepcopy(encoder))
+    bns = [m for m in enc.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    enc.train()
+    seen = 0
+    for x in batches:
+        x = x[: frames - seen]
+        if len(x) < 2:  # a batch of one has no variance
+            break
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            enc(x)
+        seen += len(x)
+        if seen >= frames:
+            break
+    keep = ("running_mean", "running_var", "num_batches_tracked")
+    return {k: v.detach().cpu().clone() for k, v in enc.state_dict().items() if k.rsplit(".", 1)[-1] in keep}, seen

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -154,9 +154,12 @@ class Trainer:
         model: Selfee | None = None,
         device: torch.device | None = None,
         dist: DistInfo | None = None,
+        plain_frames: Callable[[], Iterator[torch.Tensor]] | None = None,
     ):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
+        # batches of un-augmented training frames, for the embedding's BatchNorm statistics (see save)
+        self.plain_frames = plain_frames
         self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.train.device)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
@@ -261,11 +264,33 @@ class Trainer:
         if not self.dist.is_main:
             return None
         state = self.state()
+        bn = self.embedding_bn()
+        if bn is not None:
+            state["embed_bn"] = bn
         path = atomic_save(state, self.out_dir / (name or f"step{self.step:07d}.pt"))
         atomic_save(state, self.out_dir / "last.pt")
         self._prune()
         log.info("checkpoint: %s (step %d)", path, self.step)
         return path
+
+    def embedding_bn(self) -> dict | None:
+        """The encoder's BatchNorm statistics on ``train.embed_bn_frames`` plain frames (what
+        ``load_model`` embeds with), or None when off or without a frame source. A failure costs the
+        checkpoint these statistics only, never the checkpoint."""
+        n = self.cfg.train.embed_bn_frames
+        if not n or self.plain_frames is None:
+            return None
+        from selfee.model import embedding_bn_stats
+
+        try:
+            buffers, seen = embedding_bn_stats(self.model.encoder, self.plain_frames(), n, self._autocast)
+        except Exception as exc:  # noqa: BLE001 - the checkpoint matters more
+            log.warning("BatchNorm statistics for embedding not re-estimated (%s: %s); embedding will use the "
+                        "training statistics of this checkpoint", type(exc).__name__, exc)
+            return None
+        if seen < 2:
+            return None
+        return {"frames": seen, "encoder": buffers}
 
     def _prune(self):
         keep = self.cfg.train.keep_checkpoints
@@ -550,7 +575,19 @@ def run_training(
 
     # The trainer's global config (for the schedule); pipelines draw per-rank batches.
     local_cfg = cfg.replace(**{"optim.batch_size": cfg.optim.batch_size // dist.world}) if dist.enabled else cfg
-    trainer = Trainer(cfg, out_dir, device=device, dist=dist)
+    plain = None
+    if sources and cfg.train.embed_bn_frames:
+        def plain():  # the embedding's inputs: live frames resized to the input size, no augmentation
+            n, b = cfg.train.embed_bn_frames, local_cfg.optim.batch_size
+            pcfg = local_cfg.replace(**{"augment.enabled": False, "data.pool_batches": max(1, math.ceil(n / b))})
+            pipe = build_pipeline(pcfg, sources, device, "train", 0, dist.rank, dist.world)
+            try:
+                for batch in pipe:
+                    yield batch.view1
+            finally:
+                pipe.close()
+
+    trainer = Trainer(cfg, out_dir, device=device, dist=dist, plain_frames=plain)
     if resume:
         trainer.load(out_dir / "last.pt")
         log.info("resuming at step %d", trainer.step)

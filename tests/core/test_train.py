@@ -24,7 +24,7 @@ TINY = [
     "model.arch=resnet18", "model.proj_dim=32", "model.pred_hidden=8", "model.cld_dim=16", "model.init=none",
     "loss.clusters=3", "optim.batch_size=8", "data.input_size=[32,32]", "data.frame_interval=1",
     "data.pool_batches=2", "data.chunk_frames=16", "train.log_every=1", "train.tensorboard=false",
-    "train.eval_every=0", "train.device=cpu", "train.pipeline=torch",
+    "train.eval_every=0", "train.device=cpu", "train.pipeline=torch", "train.embed_bn_frames=32",
 ]
 
 
