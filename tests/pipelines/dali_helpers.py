@@ -67,8 +67,9 @@ def grey_frames(n: int, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
     return np.repeat(rgb_to_gray_np(textured_frames(n, h, w, seed))[..., None], 3, axis=-1)
 
 
-def dali_cpu_rgb(path) -> np.ndarray:
-    """T x H x W x 3: every frame of ``path`` through DALI's CPU video decoder (its own YUV -> RGB)."""
+def dali_cpu_rgb(path_or_bytes) -> np.ndarray:
+    """T x H x W x 3: every frame of a video file (or its encoded bytes) through DALI's CPU video decoder,
+    fed whole (its own YUV -> RGB)."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=None, exec_async=False, exec_pipelined=False,
@@ -78,7 +79,8 @@ def dali_cpu_rgb(path) -> np.ndarray:
 
     pipe = decode()
     pipe.build()
-    pipe.feed_input("encoded", [np.fromfile(str(path), np.uint8)])
+    data = path_or_bytes if isinstance(path_or_bytes, np.ndarray) else np.fromfile(str(path_or_bytes), np.uint8)
+    pipe.feed_input("encoded", [data])
     (out,) = pipe.run()
     return np.array(out[0])
 

@@ -3,7 +3,6 @@
 import logging
 
 import av
-import numpy as np
 import pytest
 import torch
 
@@ -12,7 +11,7 @@ from selfee.video import probe
 
 pytest.importorskip("nvidia.dali")
 
-from dali_helpers import cfg_for, textured_frames  # noqa: E402
+from dali_helpers import cfg_for, dali_cpu_rgb, textured_frames  # noqa: E402
 
 from selfee.data import ChunkDecoder, ReferenceLoader, make_sources, plan_chunks  # noqa: E402
 from selfee.embed import iter_embed_batches  # noqa: E402
@@ -56,20 +55,6 @@ def broken(tmp_path):
     return hide_tail(p, tmp_path / "broken.webm", 3)
 
 
-def dali_whole(path) -> np.ndarray:
-    """Every frame of ``path`` through DALI's CPU decoder fed the whole file."""
-    from nvidia.dali import fn, pipeline_def, types
-
-    @pipeline_def(batch_size=1, num_threads=1, device_id=None, exec_async=False, exec_pipelined=False,
-                  prefetch_queue_depth=1)
-    def whole():
-        return fn.decoders.video(fn.external_source(name="encoded", dtype=types.UINT8), device="cpu")
-
-    pipe = whole()
-    pipe.build()
-    pipe.feed_input("encoded", [np.fromfile(str(path), np.uint8)])
-    (out,) = pipe.run()
-    return np.array(out[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +88,7 @@ def test_a_failing_run_demotes_only_the_video_that_fails_again(tmp_path, monkeyp
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert lines == [f"{bad}: dali-cpu decoding failed (CUVID rejected the stream (test)); falling back to PyAV"]
     ref = ChunkDecoder(sources, False, (48, 64))
-    whole = torch.from_numpy(dali_whole(good)).permute(0, 3, 1, 2)
+    whole = torch.from_numpy(dali_cpu_rgb(good)).permute(0, 3, 1, 2)
     for c, x, y in zip(chunks, first, again):
         assert torch.equal(x, y)
         if c.video == 1:

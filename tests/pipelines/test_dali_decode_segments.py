@@ -12,7 +12,7 @@ from selfee.video import probe
 
 pytest.importorskip("nvidia.dali")
 
-from dali_helpers import cfg_for, decode_rgb, textured_frames  # noqa: E402
+from dali_helpers import cfg_for, dali_cpu_rgb, decode_rgb, textured_frames  # noqa: E402
 
 from selfee.data import make_sources, plan_chunks  # noqa: E402
 from selfee.pipelines import decode  # noqa: E402
@@ -150,23 +150,10 @@ def test_dalis_decoder_gives_the_same_frames_from_a_segment_as_from_the_file(tmp
     cutter = SegmentCutter(info)
     for start, stop in [(0, 7), (14, 40), (59, 60)]:
         seg = cutter.cut(start, stop)
-        got = dali_whole_bytes(seg.data)
+        got = dali_cpu_rgb(seg.data)
         assert np.array_equal(got[start - seg.first : stop - seg.first], whole[start:stop])
 
 
-def dali_whole_bytes(data):
-    from nvidia.dali import fn, pipeline_def, types
-
-    @pipeline_def(batch_size=1, num_threads=1, device_id=None, exec_async=False, exec_pipelined=False,
-                  prefetch_queue_depth=1)
-    def whole():
-        return fn.decoders.video(fn.external_source(name="encoded", dtype=types.UINT8), device="cpu")
-
-    pipe = whole()
-    pipe.build()
-    pipe.feed_input("encoded", [data])
-    (out,) = pipe.run()
-    return np.array(out[0])
 
 
 # ---------------------------------------------------------------------------------------------
