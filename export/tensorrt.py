@@ -335,8 +335,11 @@ class TensorRTEmbedder:
         # allocator reuses their memory only for later work on the same stream, i.e. after TensorRT
         # has read them), the input copied on the side stream is recorded as used on it, and the
         # event the pending result waits for is recorded on it after the read-back copy.
-        with CUDA.device(self.device), CUDA.use_stream(self.stream):
+        with CUDA.device(self.device):
+            # On the caller's stream: frames a GPU decoder wrote there are waited for by self.stream
+            # (HostToDevice compares its compute stream with the current one).
             x = self.h2d(frames)
+        with CUDA.device(self.device), CUDA.use_stream(self.stream):
             if x.dtype != self.in_dtype:
                 x = x.to(self.in_dtype)
             x = x.contiguous()

@@ -118,15 +118,33 @@ def choose_lane(info, device: torch.device, cpu_decoder: str = "auto") -> tuple[
     return "pyav", f"DALI's CPU decoder does not read {codec}"
 
 
-def to_torch(tensor, device: torch.device) -> torch.Tensor:
-    """One DALI tensor (CPU or GPU) -> a torch tensor on ``device`` (a copy)."""
+_COPY_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _copy_stream(device: torch.device):
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _COPY_STREAMS:
+        _COPY_STREAMS[index] = torch.cuda.Stream(index)
+    return _COPY_STREAMS[index]
+
+
+def to_torch(tensor, device: torch.device, sync: bool = True) -> torch.Tensor:
+    """One DALI tensor (CPU or GPU) -> a torch tensor on ``device`` (a copy).
+
+    On a GPU the copy runs on a stream of its own and is waited for (``sync``) before the tensor is
+    handed out: DALI reuses its output buffers at the next run, and a copy queued behind the
+    training or inference work on the current stream could read a buffer already overwritten.
+    """
     if hasattr(tensor, "as_cpu") and device.type != "cuda":
         tensor = tensor.as_cpu()
     if device.type == "cuda":
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
+        stream = _copy_stream(device)
         out = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=device)
-        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(device))
+        feed_ndarray(tensor, out, cuda_stream=stream)
+        if sync:
+            stream.synchronize()
         return out
     return torch.from_numpy(np.array(tensor))
 
@@ -137,8 +155,11 @@ def batch_to_torch(batch, device: torch.device) -> torch.Tensor:
 
 
 def samples_to_torch(batch, device: torch.device) -> list[torch.Tensor]:
-    """A DALI batch of samples of any shapes -> a list of torch tensors on ``device``."""
-    return [to_torch(batch[i], device) for i in range(len(batch))]
+    """A DALI batch of samples of any shapes -> a list of torch tensors on ``device`` (one wait for all)."""
+    out = [to_torch(batch[i], device, sync=False) for i in range(len(batch))]
+    if device.type == "cuda":
+        _copy_stream(device).synchronize()
+    return out
 
 
 def dali_input(x: torch.Tensor):

@@ -341,7 +341,7 @@ class TorchEmbedder:
                 self._forward(static_in)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # the prefetch thread may use CUDA meanwhile
             static_out = self._forward(static_in)
         self._graphs[key] = entry = (graph, static_in, static_out)
         return entry

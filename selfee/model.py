@@ -181,7 +181,9 @@ def _plain_batchnorm(module: nn.Module) -> nn.Module:
     """``module`` with its SyncBatchNorm layers turned back into local BatchNorm (one process alone
     must be able to run it in train mode)."""
     if isinstance(module, nn.SyncBatchNorm):
-        bn = _LocalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        ref = next(iter(module.state_dict().values()), None)  # on the module's device (CUDA for SyncBatchNorm)
+        bn = _LocalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                             device=None if ref is None else ref.device)
         bn.load_state_dict(module.state_dict())
         return bn
     for name, child in module.named_children():

@@ -129,10 +129,11 @@ def init_distributed(device_name: str, timeout: timedelta | None = None) -> tupl
 
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if use_cuda:  # before the process group, so that NCCL binds this rank to its own GPU
+        torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", **({"timeout": timeout} if timeout else {}))
     if use_cuda:
-        torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
@@ -187,7 +188,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DDP(self.model, device_ids=ids)
+            # without CLD the CLD head gets no gradient: DDP must not wait for it
+            self.forward = DDP(self.model, device_ids=ids, find_unused_parameters=not cfg.loss.cld)
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
         self._stop_requested = False

@@ -397,7 +397,8 @@ def test_inference_runs_on_the_embedders_stream_and_gpu(fake, exports, tmp_path,
     assert {c["stream"] for c in calls} == {stream.cuda_stream}  # never the legacy default stream (0)
     assert {c["device"] for c in calls} == {1}  # enqueued while cuda:1 is current, though device 0 was before
     (copy,) = fake.cuda.copies
-    assert copy["compute"] is stream and copy["current"] is stream and copy["device"] == 1
+    # made on the caller's stream (which self.stream then waits for, for GPU frames), on cuda:1
+    assert copy["compute"] is stream and copy["current"].cuda_stream == 0 and copy["device"] == 1
     assert fake.cuda.current_device == 0 and fake.cuda.current_stream.cuda_stream == 0  # both restored
 
 
