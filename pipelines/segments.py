@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from selfee.errors import VideoError
-from selfee.video import VideoInfo
+from selfee.video import VideoInfo, open_video
 
 CONTAINER = "matroska"
 MIN_TICK_S = 0.002  # distinct timestamps at least this far apart once written with 1 ms resolution
@@ -67,12 +67,7 @@ class SegmentCutter:
 
     def _open(self):
         if self._container is None:
-            av = _av()
-            try:
-                self._container = av.open(str(self.info.path))
-            except av.error.FFmpegError as exc:
-                raise VideoError(self.info.path, f"cannot open ({exc})") from None
-            self._stream = self._container.streams.video[0]
+            self._container, self._stream = open_video(self.info.path)
         return self._container, self._stream
 
     def close(self):

@@ -149,6 +149,16 @@ def _reason(exc: Exception) -> str:
     return msg.strip().rstrip(".")
 
 
+def open_video(path: str | os.PathLike):
+    """(container, first video stream) opened with PyAV; :class:`VideoError` naming the file if it cannot be."""
+    av = _av()
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise VideoError(path, f"cannot open ({_reason(exc)})") from None
+    return container, container.streams.video[0]
+
+
 class VideoReader:
     """Decode frames of one video as ``H x W x 3`` uint8 RGB arrays (full range, as swscale gives).
 
@@ -167,12 +177,7 @@ class VideoReader:
     # -- lifecycle ------------------------------------------------------------------------------
     def _open(self):
         if self._container is None:
-            av = _av()
-            try:
-                self._container = av.open(str(self.info.path))
-            except av.error.FFmpegError as exc:
-                raise VideoError(self.info.path, f"cannot open ({_reason(exc)})") from None
-            self._stream = self._container.streams.video[0]
+            self._container, self._stream = open_video(self.info.path)
             self._stream.thread_type = "AUTO"
             if self.threads:
                 self._stream.codec_context.thread_count = self.threads
