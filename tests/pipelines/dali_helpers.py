@@ -107,3 +107,10 @@ def transcode(src, dst, frames: int, codec: str = "libvpx-vp9"):
         for pkt in s.encode():
             out.mux(pkt)
     return dst
+
+
+def take(loader, n: int) -> list:
+    """The first ``n`` batches of a loader or pipeline, which is then closed."""
+    out = [b for _, b in zip(range(n), loader)]
+    loader.close()
+    return out

@@ -11,7 +11,7 @@ from selfee.video import probe
 
 pytest.importorskip("nvidia.dali")
 
-from dali_helpers import as_uint8, cfg_for, textured_frames  # noqa: E402
+from dali_helpers import as_uint8, cfg_for, take, textured_frames  # noqa: E402
 
 from selfee.arena import MASK_FILL, ArenaWarp  # noqa: E402
 from selfee.data import ReferenceLoader, make_sources, plan_chunks  # noqa: E402
@@ -104,12 +104,9 @@ def test_dali_lane_with_an_arena_against_the_pyav_reference_lane(vp9, kind):
 
     cfg = arena_cfg(kind)
     sources = make_sources([probe(vp9)], cfg)
-    ref_loader = ReferenceLoader(sources, cfg)
-    ref = [b for _, b in zip(range(6), ref_loader)]
-    ref_loader.close()
+    ref = take(ReferenceLoader(sources, cfg), 6)
     pipe = DaliTrainPipeline(sources, cfg, "cpu", prefetch=0)
-    ours = [b for _, b in zip(range(6), pipe)]
-    pipe.close()
+    ours = take(pipe, 6)
     assert pipe.lanes == {"arena.webm": "dali-cpu"}
     for a, r in zip(ours, ref):
         assert torch.equal(a.frame, r.frame) and a.view1.shape == r.frames.shape == (8, 3, S, S)

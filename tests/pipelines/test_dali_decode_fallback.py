@@ -11,7 +11,7 @@ from selfee.video import probe
 
 pytest.importorskip("nvidia.dali")
 
-from dali_helpers import cfg_for, dali_cpu_rgb, textured_frames  # noqa: E402
+from dali_helpers import cfg_for, dali_cpu_rgb, take, textured_frames  # noqa: E402
 
 from selfee.data import ChunkDecoder, ReferenceLoader, make_sources, plan_chunks  # noqa: E402
 from selfee.embed import iter_embed_batches  # noqa: E402
@@ -134,14 +134,11 @@ def test_training_chunks_at_a_broken_tail_match_the_reference_and_log_once(broke
 
     cfg = cfg_for(**{"data.holdout_fraction": 0, "data.chunk_frames": 8, "data.pool_batches": 2})
     sources = make_sources([probe(broken)], cfg)
-    ref_loader = ReferenceLoader(sources, cfg)
-    ref = [b for _, b in zip(range(12), ref_loader)]
-    ref_loader.close()  # the PyAV lane warns for every chunk reaching the tail
+    ref = take(ReferenceLoader(sources, cfg), 12)  # the PyAV lane warns for every chunk reaching the tail
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="selfee"):
         pipe = DaliTrainPipeline(sources, cfg, "cpu", prefetch=0)
-        ours = [b for _, b in zip(range(12), pipe)]
-        pipe.close()
+        ours = take(pipe, 12)
     assert pipe.lanes == {"broken.webm": "dali-cpu"}
     tail_samples = 0
     for a, r in zip(ours, ref):

@@ -14,6 +14,7 @@ from dali_helpers import (  # noqa: E402
     grey_frames,
     max_abs_diff,
     reference_grey,
+    take,
     textured_frames,
 )
 
@@ -54,19 +55,11 @@ def vp9_grey(tmp_path_factory):
         pytest.skip(f"no VP9 encoder: {exc}")
 
 
-def take(pipe, n):
-    out = [b for _, b in zip(range(n), pipe)]
-    pipe.close()
-    return out
-
-
 def test_live_frames_equal_the_reference_without_augmentation(videos):
     cfg = cfg_for()
     sources = make_sources([probe(v) for v in videos], cfg)
     refs = [reference_grey(v, (32, 48)) for v in videos]
-    ref_loader = ReferenceLoader(sources, cfg)
-    ref = [b for _, b in zip(range(8), ref_loader)]
-    ref_loader.close()
+    ref = take(ReferenceLoader(sources, cfg), 8)
     pipe = DaliTrainPipeline(sources, cfg, "cpu")
     assert pipe.name == "dali" and set(pipe.lanes.values()) == {"pyav"}  # H.264 on CPU goes through PyAV
     for r, b in zip(ref, take(pipe, 8)):

@@ -71,7 +71,7 @@ def test_mean_background_is_cached_and_subtracted(tmp_path, monkeypatch):
 @pytest.mark.dali
 def test_dali_lane_applies_the_same_preprocessing(tmp_path, monkeypatch):
     pytest.importorskip("nvidia.dali")
-    from dali_helpers import as_uint8, cfg_for
+    from dali_helpers import as_uint8, cfg_for, take
 
     from selfee.data import ReferenceLoader, make_sources
     from selfee.pipelines.train import DaliTrainPipeline
@@ -82,12 +82,9 @@ def test_dali_lane_applies_the_same_preprocessing(tmp_path, monkeypatch):
                      "data.preprocess.invert": True, "data.holdout_fraction": 0})
     monkeypatch.setenv("SELFEE_CACHE_DIR", str(tmp_path / "cache"))
     sources = make_sources([probe(p)], cfg)
-    ref_loader = ReferenceLoader(sources, cfg)
-    ref = [b for _, b in zip(range(4), ref_loader)]
-    ref_loader.close()
+    ref = take(ReferenceLoader(sources, cfg), 4)
     pipe = DaliTrainPipeline(make_sources([probe(p)], cfg), cfg, "cpu")
-    ours = [b for _, b in zip(range(4), pipe)]
-    pipe.close()
+    ours = take(pipe, 4)
     for a, r in zip(ours, ref):
         assert torch.equal(as_uint8(a.view1), r.frames)
 
@@ -151,7 +148,7 @@ def by_hand(path, roi=None, resize=None, invert=False, size=(32, 48)) -> torch.T
 def test_two_videos_with_their_own_preprocessing_from_the_config_file(tmp_path):
     pytest.importorskip("nvidia.dali")
     import yaml
-    from dali_helpers import as_uint8, textured_frames
+    from dali_helpers import as_uint8, take, textured_frames
 
     from selfee.config import SelfeeConfig
     from selfee.data import ReferenceLoader, make_sources
@@ -175,12 +172,9 @@ def test_two_videos_with_their_own_preprocessing_from_the_config_file(tmp_path):
     assert sources[0].pre.roi == (6, 5, 54, 41) and sources[0].pre.cfg.invert and sources[0].pre.cfg.resize is None
     assert sources[1].pre.roi == (0, 0, 80, 60) and sources[1].pre.cfg.resize == (30, 50)
     expected = [by_hand(a, roi=(6, 5, 54, 41), invert=True), by_hand(b, resize=(30, 50))]
-    ref_loader = ReferenceLoader(sources, cfg)
-    ref = [x for _, x in zip(range(8), ref_loader)]
-    ref_loader.close()
+    ref = take(ReferenceLoader(sources, cfg), 8)
     pipe = DaliTrainPipeline(sources, cfg, "cpu")
-    ours = [x for _, x in zip(range(8), pipe)]
-    pipe.close()
+    ours = take(pipe, 8)
     assert set(torch.cat([x.video for x in ours]).tolist()) == {0, 1}  # both videos drawn
     for o, r in zip(ours, ref):
         assert torch.equal(o.frame, r.frame) and torch.equal(o.video, r.video)
@@ -195,7 +189,7 @@ def test_dali_cpu_decoder_lane_with_roi_resize_and_invert(tmp_path, caplog):
     pytest.importorskip("nvidia.dali")
     import logging
 
-    from dali_helpers import as_uint8, cfg_for, grey_frames, max_abs_diff
+    from dali_helpers import as_uint8, cfg_for, grey_frames, max_abs_diff, take
 
     from conftest import write_video as encode
     from selfee.data import ReferenceLoader, make_sources
@@ -212,13 +206,10 @@ def test_dali_cpu_decoder_lane_with_roi_resize_and_invert(tmp_path, caplog):
     sources = make_sources([probe(p)], cfg)
     assert sources[0].pre.roi == (6, 2, 78, 54)
     want = by_hand(p, roi=(6, 2, 78, 54), resize=(40, 56), invert=True)
-    ref_loader = ReferenceLoader(sources, cfg)
-    ref = [x for _, x in zip(range(4), ref_loader)]
-    ref_loader.close()
+    ref = take(ReferenceLoader(sources, cfg), 4)
     with caplog.at_level(logging.INFO, logger="selfee"):
         pipe = DaliTrainPipeline(sources, cfg, "cpu")
-        ours = [x for _, x in zip(range(4), pipe)]
-        pipe.close()
+        ours = take(pipe, 4)
     assert pipe.lanes == {"v.webm": "dali-cpu"}
     for o, r in zip(ours, ref):
         expected = want[neighbor_indices(o.frame, 2, sources[0].frames)]
