@@ -14,7 +14,8 @@ The DALI pipelines (``selfee.pipelines``) reproduce these semantics; parameters 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,15 @@ def resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == size:
         return x
     if x.device.type == "cpu" and x.dtype == torch.uint8:
+        n, c = x.shape[:2]
+        if c == 1 and n >= 4:
+            # The uint8 kernel is vectorised over the channels of a channels-last image: grey
+            # frames go through it four at a time as the channels of one image (same values).
+            m = n // 4 * 4
+            four = x[:m].reshape(m // 4, 4, *x.shape[-2:]).contiguous(memory_format=torch.channels_last)
+            y = F.interpolate(four, size=size, mode="bilinear", antialias=True, align_corners=False)
+            y = y.contiguous().view(m, 1, *size)
+            return y if m == n else torch.cat([y, resize_uint8(x[m:], size)])
         return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     y = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return y.round_().clamp_(0, 255).to(torch.uint8)
@@ -78,6 +88,10 @@ class AugmentParams:
     saturation: torch.Tensor
     hue: torch.Tensor  # shift, fraction of the hue circle
     order: torch.Tensor  # N x 4 permutation of (brightness, contrast, saturation, hue)
+
+    def rows(self, start: int, stop: int) -> AugmentParams:
+        """The parameters of samples ``start`` to ``stop - 1``."""
+        return AugmentParams(*(getattr(self, f.name)[start:stop] for f in fields(self)))
 
 
 def _uniform(n, lo, hi, g, device):
@@ -142,7 +156,8 @@ def sampling_grid(params: AugmentParams, src_hw, out_hw, dtype=torch.float32) ->
 
     Built by broadcasting (what ``affine_grid`` computes, without its batched matrix product). A
     point lies outside the rotated crop exactly when its source position lies outside the crop
-    rectangle (the crop is axis-aligned in the source), so one grid gives both.
+    rectangle (the crop is axis-aligned in the source), so one grid gives both; such points get 8
+    added to x (far off the frame, so ``grid_sample`` reads zeros there).
     """
     H, W = src_hw
     oh, ow = out_hw
@@ -151,15 +166,20 @@ def sampling_grid(params: AugmentParams, src_hw, out_hw, dtype=torch.float32) ->
     xs = (torch.arange(ow, device=dev, dtype=dtype) * 2 + 1) / ow - 1  # pixel centres, align_corners=False
     ys = (torch.arange(oh, device=dev, dtype=dtype) * 2 + 1) / oh - 1
     n = theta.shape[0]
-    grid = torch.empty(n, oh, ow, 2, dtype=dtype, device=dev)
-    outside = torch.zeros(n, oh, ow, dtype=torch.bool, device=dev)
     half = torch.stack([params.crop[:, 2] / W, params.crop[:, 3] / H], 1).to(dtype) * (1 + 1e-6)  # N x 2
+    grid = torch.empty(n, oh, ow, 2, dtype=dtype, device=dev)
+    x, outside = None, None
     for axis in range(2):
         t = theta[:, axis]
-        d = t[:, 0].view(n, 1, 1) * xs.view(1, 1, ow) + t[:, 1].view(n, 1, 1) * ys.view(1, oh, 1)  # offset from the crop centre
-        outside |= d.abs() > half[:, axis].view(n, 1, 1)
-        torch.add(d, t[:, 2].view(n, 1, 1), out=grid[..., axis])
-    return grid.masked_fill_(outside.unsqueeze(-1), -4.0)  # zeros padding -> black
+        d = (t[:, 0].view(n, 1, 1) * xs.view(1, 1, ow)) + (t[:, 1].view(n, 1, 1) * ys.view(1, oh, 1))  # from the crop centre
+        if axis == 0:
+            x = d + t[:, 2].view(n, 1, 1)
+        else:
+            torch.add(d, t[:, 2].view(n, 1, 1), out=grid[..., 1])
+        out = d.abs_().gt_(half[:, axis].view(n, 1, 1))  # 1.0 where outside along this axis (d is spent)
+        outside = out if outside is None else outside.add_(out)
+    grid[..., 0] = x.add_(outside, alpha=8.0)  # x >= 7 where outside: zeros padding -> black
+    return grid
 
 
 def geometric(x: torch.Tensor, params: AugmentParams, out_hw, scale: float = 1.0) -> torch.Tensor:
@@ -175,14 +195,24 @@ def geometric(x: torch.Tensor, params: AugmentParams, out_hw, scale: float = 1.0
 # ---------------------------------------------------------------------------------------------
 
 
-def turbo(x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-    """Turbo colormap per channel: channel c <- table[value, c]. x: N x 3 x H x W float in [0, 1]."""
+def turbo(x: torch.Tensor, table: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Turbo colormap per channel: channel c <- table[value, c]. x: N x 3 x H x W float in [0, 1].
+
+    One gather from the three channels' tables laid end to end (index 256 c + value); ``out`` may be ``x``.
+    """
+    flat, offset = _turbo_lut(table, x)
+    idx = torch.mul(x, 255.0).round_().clamp_(0, 255).add_(offset).to(torch.int32)
+    y = torch.index_select(flat, 0, idx.view(-1)).view(x.shape)
+    return y if out is None else out.copy_(y)
+
+
+def _turbo_lut(table: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turbo's three channel tables end to end (index 256 c + value, in [0, 1]) and the channel offsets."""
     if table is None:
         table = turbo_table(x.device)
-    lut = table.to(device=x.device, dtype=x.dtype).t().contiguous() / 255.0  # 3 x 256
-    n, c, h, w = x.shape
-    idx = (x * 255.0).round_().clamp_(0, 255).long().view(n, c, h * w)
-    return torch.gather(lut.unsqueeze(0).expand(n, c, 256), 2, idx).view(n, c, h, w)
+    flat = (table.to(device=x.device, dtype=x.dtype).t() / 255.0).reshape(-1)
+    offset = torch.arange(0, 256 * x.shape[1], 256, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return flat, offset
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -208,72 +238,95 @@ def adjust_saturation(x, f):
     return _blend(x, _gray(x), f)
 
 
-def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate the HSV hue by ``shift`` (fraction of the circle) per sample; torchvision's semantics.
 
-    Hue and the sector functions are computed from max/min directly, so value and saturation are
-    never materialised: ``channel = max - chroma * clamp(min(k, 4 - k), 0, 1)`` with
-    ``k = (n + 6 h) mod 6`` and n = 5, 3, 1 for red, green, blue.
+    Value and saturation are never materialised: with ``m = min``, ``c = max - min`` and the
+    rotated hue ``H`` in sector units [0, 6), red is ``m + c clamp(|H - 3| - 1, 0, 1)``, green
+    ``m + c clamp(2 - |H - 2|, 0, 1)`` and blue ``m + c clamp(2 - |H - 4|, 0, 1)``: a few cheap
+    passes per channel, and one wrap of ``H`` for all three. ``out`` may be ``x``.
     """
     r, g, b = x.unbind(1)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
-    # 6 h before the modulo, in [-1, 5): (g - b) / c on red's sector, 2 + (b - r) / c, 4 + (r - g) / c.
-    h = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0)))
-    h.div_(torch.where(chroma > 0, chroma, torch.ones_like(chroma)))
+    maxc = torch.maximum(torch.maximum(r, g), b)  # (amax/aminmax over dim 1 are ~20x slower on the CPU)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    chroma = maxc - minc
+    # 6 h before the wrap, in [-1, 5): (g - b) / c where red is the max, else 2 + (b - r) / c where
+    # green is, else 4 + (r - g) / c. The choice is made with 0/1 floats (comparisons into a bool
+    # tensor and torch.where run several times slower on the CPU than float arithmetic).
+    # Where c = 0 every numerator is 0, so dividing by a tiny floor instead of c gives hue 0 there.
+    is_r = torch.eq(maxc, r, out=torch.empty_like(r))
+    is_g = torch.eq(maxc, g, out=torch.empty_like(g))
+    h = (r - g).add_(chroma, alpha=4.0)
+    h.addcmul_(is_g, (b - r).add_(chroma, alpha=2.0).sub_(h))
+    h.addcmul_(is_r, (g - b).sub_(h))
+    h.div_(chroma.clamp_min(1e-30))
     h.add_((6.0 * shift).view(-1, 1, 1).to(h.dtype))
-    out = torch.empty_like(x)
-    for channel, n in enumerate((5.0, 3.0, 1.0)):
-        k = (h + n).remainder_(6.0)
-        w = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-        torch.sub(maxc, w.mul_(chroma), out=out[:, channel])
-    return out
+    h.sub_(torch.floor(h * (1.0 / 6.0)).mul_(6.0))  # wrapped into [0, 6)
+    # The three channels at once: tri(H, c) = clamp(2 - |H - c|, 0, 1) at c = 3, 2, 4, and red's
+    # clamp(|H - 3| - 1, 0, 1) is 1 - tri(H, 3).
+    centres = torch.tensor([3.0, 2.0, 4.0], dtype=h.dtype, device=h.device).view(1, 3, 1, 1)
+    w = (h.unsqueeze(1) - centres).abs_().neg_().add_(2.0).clamp_(0.0, 1.0)
+    w[:, 0].neg_().add_(1.0)
+    out = torch.empty_like(x) if out is None else out  # x is not read from here on
+    return torch.addcmul(minc.unsqueeze(1), chroma.unsqueeze(1), w, out=out)
 
 
 def jitter(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
     """Brightness, contrast, saturation and hue, each sample in its own random order."""
-    return _colour(x, params, None, with_turbo=False)
+    return _colour(x.clone(memory_format=torch.contiguous_format), params, None, with_turbo=False)
 
 
 def colour(x: torch.Tensor, params: AugmentParams, table: torch.Tensor | None = None) -> torch.Tensor:
     """Turbo (per sample with probability) then the four jitters, in each sample's own order."""
-    return _colour(x, params, table, with_turbo=True)
+    return _colour(x.clone(memory_format=torch.contiguous_format), params, table, with_turbo=True)
 
 
 def _colour(x: torch.Tensor, params: AugmentParams, table, with_turbo: bool) -> torch.Tensor:
-    """Samples are grouped by what they get (Turbo or not, and the order of the four jitters: 48
-    groups at most), and each group gets its operators in turn on its own rows: every operator runs
-    once per sample, with no masks over the batch. ``x`` is not modified."""
-    if x.shape[0] == 0:
-        return x.clone()
+    """In place on ``x``. Consecutive samples that get the same operators (Turbo or not, the order
+    of the four jitters: 96 cases) are taken together, and each operator runs on their rows in
+    turn: every operator runs once per sample, with no masks and no gathering of rows (with a random
+    order per sample, most runs are one sample long). Blending the operators of a slot over the
+    whole batch instead made fewer calls but twice the CPU time."""
+    n = x.shape[0]
+    if n == 0:
+        return x
+    x = x.contiguous()  # rows are taken as flat slices
     dt = x.dtype
-    factors = [params.brightness.to(dt), params.contrast.to(dt), params.saturation.to(dt)]
-    w = torch.tensor(BT601, dtype=dt, device=x.device)
-    key = (params.order * torch.tensor([64, 16, 4, 1], device=params.order.device)).sum(1)
+    w = [float(v) for v in BT601]
+    wt = torch.tensor(BT601, dtype=dt, device=x.device)
+    factors = torch.stack([params.brightness, params.contrast, params.saturation], 1).to(device=x.device, dtype=dt)
+    rest = 1 - factors
+    hue = params.hue.to(device=x.device, dtype=dt)
+    lut = _turbo_lut(table, x) if with_turbo else None
+    key = (params.order.cpu() * torch.tensor([64, 16, 4, 1])).sum(1)
     if with_turbo:
-        key = key + 256 * params.turbo.to(key.dtype)
-    key = key.cpu()
-    out = torch.empty_like(x)
-    for k in key.unique().tolist():
-        rows = (key == k).nonzero().flatten().to(x.device)
-        y = x.index_select(0, rows)
+        key = key + 256 * params.turbo.cpu().to(key.dtype)
+    key = key.tolist()
+    start = 0
+    while start < n:
+        stop = start + 1
+        while stop < n and key[stop] == key[start]:
+            stop += 1
+        k = key[start]
+        y = x[start:stop]
         if k >= 256:
-            y = turbo(y, table)
+            idx = torch.mul(y, 255.0).round_().clamp_(0, 255).add_(lut[1]).to(torch.int32)
+            torch.index_select(lut[0], 0, idx.view(-1), out=y.view(-1))
         for op in (k // 64 % 4, k // 16 % 4, k // 4 % 4, k % 4):
             if op == 3:
-                y = adjust_hue(y, params.hue[rows])
+                adjust_hue(y, hue[start:stop], out=y)
                 continue
-            f = factors[op][rows].view(-1, 1, 1, 1)
+            f = factors[start:stop, op].view(-1, 1, 1, 1)
             if op == 0:
-                y = y.mul_(f).clamp_(0, 1)
+                y.mul_(f).clamp_(0, 1)
                 continue
             if op == 1:  # mean grey = grey of the channel means (grey is linear)
-                base = (y.mean(dim=(2, 3)) @ w).view(-1, 1, 1, 1)
+                base = (y.mean(dim=(2, 3)) @ wt).view(-1, 1, 1, 1)
             else:
-                base = (y[:, 0:1] * w[0]).add_(y[:, 1:2], alpha=float(w[1])).add_(y[:, 2:3], alpha=float(w[2]))
-            y = y.mul_(f).add_(base * (1 - f)).clamp_(0, 1)
-        out.index_copy_(0, rows, y)
-    return out
+                base = (y[:, 0:1] * w[0]).add_(y[:, 1:2], alpha=w[1]).add_(y[:, 2:3], alpha=w[2])
+            y.mul_(f).add_(base.mul_(rest[start:stop, op].view(-1, 1, 1, 1))).clamp_(0, 1)
+        start = stop
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +337,7 @@ def _colour(x: torch.Tensor, params: AugmentParams, table, with_turbo: bool) -> 
 def apply(x: torch.Tensor, params: AugmentParams, out_hw, table: torch.Tensor | None = None,
           scale: float = 1.0) -> torch.Tensor:
     """Apply one view's parameters to a N x 3 x H x W batch (float in [0, 1], or uint8 with scale 1/255)."""
-    return colour(geometric(x, params, out_hw, scale), params, table)
+    return _colour(geometric(x, params, out_hw, scale), params, table, with_turbo=True)
 
 
 def augment(
@@ -305,19 +358,66 @@ def two_views(
     out_hw,
     generator: torch.Generator | None = None,
     channels_last: bool = False,
+    executor: Executor | None = None,
 ):
-    """Two independently augmented views of the same uint8 live frames."""
-    src = frames.float()  # converted once for both views; 1/255 is applied to the smaller output
+    """Two independently augmented views of the same uint8 live frames.
+
+    With ``executor`` (CPU frames), the samples are augmented in groups on its threads; the views
+    are the same as without it.
+    """
+    return two_views_async(frames, cfg, out_hw, generator, channels_last, executor).result()
+
+
+class PendingViews:
+    """Two views being augmented on an executor's threads; :meth:`result` waits for them."""
+
+    def __init__(self, views: tuple[torch.Tensor, torch.Tensor], tasks: list[Future]):
+        self._views = views
+        self._tasks = tasks
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        for t in self._tasks:
+            t.result()
+        self._tasks = []
+        return self._views
+
+
+ROWS_PER_TASK = 8  # samples per executor task: small enough that every allocation is reused, not mapped anew
+
+
+def two_views_async(
+    frames: torch.Tensor,
+    cfg: AugmentConfig,
+    out_hw,
+    generator: torch.Generator | None = None,
+    channels_last: bool = False,
+    executor: Executor | None = None,
+) -> PendingViews:
+    """:func:`two_views`, started: the parameters are drawn now (in the caller's generator order),
+    the pixels are computed on ``executor``'s threads (in the calling thread without one)."""
+    out_hw = tuple(out_hw)
     if not cfg.enabled:
         v1 = augment(frames, cfg, out_hw, generator)
         v2 = v1.clone()
-    else:
-        views = []
-        for _ in range(2):
-            params = sample_params(frames.shape[0], frames.shape[-2:], cfg, generator, device=frames.device)
-            views.append(apply(src, params, tuple(out_hw), scale=1.0 / 255))
-        v1, v2 = views
-    if channels_last:
-        v1 = v1.contiguous(memory_format=torch.channels_last)
-        v2 = v2.contiguous(memory_format=torch.channels_last)
-    return v1, v2
+        if channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        return PendingViews((v1, v2), [])
+    n = frames.shape[0]
+    params = [sample_params(n, frames.shape[-2:], cfg, generator, device=frames.device) for _ in range(2)]
+    if executor is None:
+        src = frames.float()  # converted once for both views; 1/255 is applied to the smaller output
+        v1, v2 = (apply(src, p, out_hw, scale=1.0 / 255) for p in params)
+        if channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+        return PendingViews((v1, v2), [])
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    views = tuple(torch.empty((n, frames.shape[1], *out_hw), memory_format=fmt, device=frames.device)
+                  for _ in range(2))
+
+    def rows(start: int, stop: int) -> None:
+        src = frames[start:stop].float()
+        for p, out in zip(params, views):
+            out[start:stop].copy_(apply(src, p.rows(start, stop), out_hw, scale=1.0 / 255))
+
+    tasks = [executor.submit(rows, a, min(a + ROWS_PER_TASK, n)) for a in range(0, n, ROWS_PER_TASK)]
+    return PendingViews(views, tasks)

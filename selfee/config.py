@@ -104,6 +104,7 @@ class DataConfig:
     inner_shuffle_videos: int = 2
     holdout_fraction: float = 0.05  # last fraction of each video held out for the evaluation loss
     decode_threads: int = 2  # videos decoded in parallel by the reference loader
+    augment_threads: int = 0  # threads augmenting batches when training on the CPU (0: one per core)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     videos: dict[str, PreprocessConfig] = field(default_factory=dict)  # per-video overrides, by name or stem
 
@@ -121,6 +122,7 @@ class DataConfig:
         _check(self.inner_shuffle_videos >= 1, "inner_shuffle_videos", "must be >= 1", self.inner_shuffle_videos)
         _check(0 <= self.holdout_fraction < 0.5, "holdout_fraction", "must be in [0, 0.5)", self.holdout_fraction)
         _check(self.decode_threads >= 1, "decode_threads", "must be >= 1", self.decode_threads)
+        _check(self.augment_threads >= 0, "augment_threads", "must be >= 0", self.augment_threads)
 
     def preprocess_for(self, video: str | Path) -> PreprocessConfig:
         """The preprocessing of one video: a per-video entry (by file name, then stem) or the default."""

@@ -43,11 +43,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from selfee.augment import resize_uint8, two_views, working_size
+from selfee.augment import PendingViews, resize_uint8, two_views_async, working_size
 from selfee.config import SelfeeConfig
 from selfee.errors import SelfeeError, VideoError
 from selfee.live_frames import neighbor_indices, rgb_to_gray
 from selfee.preprocess import Preprocessor
+from selfee.threads import cpu_count, worker_pool
 from selfee.video import VideoInfo, VideoReader
 
 log = logging.getLogger("selfee")
@@ -370,7 +371,8 @@ class ChunkDecoder:
         before = reader.frames_decoded
         start, stop = src.pre.start + chunk.decode_start, src.pre.start + chunk.decode_stop
         try:
-            frames = reader.read(start, stop, grey=self.live)
+            buffer = self._buffer(stop - start, src.info)
+            frames = reader.read(start, stop, grey=self.live, buffer=buffer)
         except VideoError as exc:
             self._drop_reader(chunk.video)
             raise ChunkDecodeError(src.info.path, f"{exc.problem} in frames {start}-{stop - 1}", chunk) from None
@@ -384,9 +386,24 @@ class ChunkDecoder:
             log.warning("%s: only %d of frames %d-%d decoded", src.info.path, frames.shape[0], start, stop)
             frames = np.concatenate([frames, np.repeat(frames[-1:], want - frames.shape[0], axis=0)])
         try:
-            return frames_to_samples(torch.from_numpy(frames), src.pre, self.live, self.size)
+            samples = frames_to_samples(torch.from_numpy(frames), src.pre, self.live, self.size)
         except VideoError as exc:  # e.g. no frame of the background could be decoded
             raise ChunkDecodeError(src.info.path, exc.problem, chunk) from None
+        if np.may_share_memory(samples.numpy(), buffer):  # no step copied the frames: they outlive the buffer
+            samples = samples.clone()
+        return samples
+
+    def _buffer(self, frames: int, info: VideoInfo) -> np.ndarray:
+        """This thread's full-size frame buffer for ``info``'s frame shape (reused from chunk to chunk:
+        fresh arrays of this size cost as much in page faults as the conversion that fills them)."""
+        shape = (info.height, info.width) if self.live else (info.height, info.width, 3)
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        buf = buffers.get(shape)
+        if buf is None or len(buf) < frames:
+            buf = buffers[shape] = np.empty((frames, *shape), np.uint8)
+        return buf
 
 
 class ChunkDecodeError(VideoError):
@@ -420,7 +437,9 @@ class BlockBatches(Sequence):
         self.live = live
         self._first = torch.tensor([c.decode_start for c in plan.chunks])
         # the unit copied: one grey plane (h x w, three per live frame) or one RGB frame (3 x h x w)
-        self._units = [d.select(1, 0) for d in decoded] if live else decoded
+        units = [d.select(1, 0) for d in decoded] if live else decoded
+        # NumPy copies on the CPU: one thread (a torch copy of a frame would fork a thread team)
+        self._units = [u.numpy() for u in units] if all(u.device.type == "cpu" for u in units) else units
 
     def __len__(self) -> int:
         return len(self.plan.batches)
@@ -434,15 +453,17 @@ class BlockBatches(Sequence):
         else:
             local = (bp.frame - first).unsqueeze(1)  # B x 1
         ref = self._units[int(bp.chunk[0])]
-        out = ref.new_empty((local.numel(), *ref.shape[1:]))
+        shape = (local.numel(), *ref.shape[1:])
+        out = np.empty(shape, np.uint8) if isinstance(ref, np.ndarray) else ref.new_empty(shape)
         # One copy per unit: faster on the CPU than advanced indexing of uint8 frames, and no
         # concatenation of the block's chunks is needed.
         r = 0
         for c, units in zip(bp.chunk.tolist(), local.tolist()):
             src = self._units[c]
             for u in units:
-                out[r].copy_(src[u])
+                out[r] = src[u]
                 r += 1
+        out = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
         return out.view(len(bp.frame), 3, *ref.shape[-2:])
 
 
@@ -497,7 +518,7 @@ class ReferenceLoader:
         self.samples = 0
         self._block_decoded = 0
         self._block_samples = 0
-        self._pool = ThreadPoolExecutor(max_workers=d.decode_threads, thread_name_prefix="selfee-decode")
+        self._pool = worker_pool(d.decode_threads, "selfee-decode")
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfee-block")
         self._next = None  # (block index, future) of the block being prepared
         self._checker: ChunkDecoder | None = None  # PyAV, to try the other chunks of a failed block
@@ -613,24 +634,45 @@ class TorchPipeline:
         self.device = torch.device(device)
         self.loader = ReferenceLoader(sources, cfg, split, start_step, rank, world)
         self.rank = rank
+        # On the CPU, groups of samples are augmented on worker threads (one core each) while the
+        # next batch is gathered; on a GPU the batch is augmented there, from the calling thread.
+        cpu = self.device.type == "cpu"
+        self._augmenters = worker_pool(cfg.data.augment_threads or cpu_count(), "selfee-augment") if cpu else None
 
     @property
     def stats(self) -> dict:
         return {"frames_decoded": self.loader.frames_decoded, "decoded_per_sample": self.loader.decoded_per_sample}
 
-    def __iter__(self) -> Iterator[ViewBatch]:
-        cl = self.cfg.train.channels_last
+    def _start(self, batch: TrainBatch):
+        step = self.loader.step - 1
         pin = self.device.type == "cuda"
+        frames = batch.frames.pin_memory() if pin else batch.frames
+        frames = frames.to(self.device, non_blocking=True)
+        g = torch.Generator(device=self.device).manual_seed(augment_seed(self.cfg.train.seed, self.rank, step))
+        views = two_views_async(frames, self.cfg.augment, self.cfg.data.input_size, g,
+                                channels_last=self.cfg.train.channels_last, executor=self._augmenters)
+        return views, batch
+
+    def __iter__(self) -> Iterator[ViewBatch]:
+        pending = None  # with worker threads, one batch is augmented while the next is gathered
         for batch in self.loader:
-            step = self.loader.step - 1
-            frames = batch.frames.pin_memory() if pin else batch.frames
-            frames = frames.to(self.device, non_blocking=True)
-            g = torch.Generator(device=self.device).manual_seed(augment_seed(self.cfg.train.seed, self.rank, step))
-            v1, v2 = two_views(frames, self.cfg.augment, self.cfg.data.input_size, g, channels_last=cl)
-            yield ViewBatch(v1, v2, batch.video, batch.frame)
+            started = self._start(batch)
+            if self._augmenters is None:
+                yield self._finish(*started)
+                continue
+            if pending is not None:
+                yield self._finish(*pending)
+            pending = started
+
+    @staticmethod
+    def _finish(views: PendingViews, batch: TrainBatch) -> ViewBatch:
+        v1, v2 = views.result()
+        return ViewBatch(v1, v2, batch.video, batch.frame)
 
     def close(self):
         self.loader.close()
+        if self._augmenters is not None:
+            self._augmenters.shutdown(wait=True, cancel_futures=True)
 
 
 def augment_seed(seed: int, rank: int, step: int) -> int:

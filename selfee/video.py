@@ -228,28 +228,39 @@ class VideoReader:
         except av.error.FFmpegError as exc:
             raise VideoError(info.path, f"decoding failed ({_reason(exc)})") from None
 
-    def read(self, start: int, stop: int, grey: bool = False) -> np.ndarray:
+    def read(self, start: int, stop: int, grey: bool = False, buffer: np.ndarray | None = None) -> np.ndarray:
         """Frames ``[start, stop)`` as T x H x W x 3 uint8 RGB (T x H x W grey with ``grey``).
 
         Fewer frames if the video ends early; a frame that fails to decode mid-run repeats its
-        predecessor so that indices stay aligned.
+        predecessor so that indices stay aligned. With ``buffer`` (at least ``stop - start`` frames
+        of the stream's shape), the frames are written there and a view of it is returned.
         """
         convert = frame_to_grey if grey else frame_to_rgb
-        out = []
+        out, n = None, 0  # rows [0, n) of out are filled; each frame is converted straight into its row
         expected = start
         for i, frame in self.frames(start):
             if i >= stop:
                 break
-            arr = convert(frame)
-            while expected < i and out:
-                out.append(out[-1])
-                expected += 1
-            out.append(arr)
+            if out is None:
+                first = convert(frame)
+                fits = buffer is not None and buffer.shape[1:] == first.shape and len(buffer) >= stop - start
+                out = buffer[: stop - start] if fits else np.empty((stop - start, *first.shape), np.uint8)
+                out[0] = first
+                n = 1
+            else:
+                while expected < i and n < len(out):
+                    out[n] = out[n - 1]
+                    n += 1
+                    expected += 1
+                if n == len(out):  # an index seen twice: one row more
+                    out = np.concatenate([out, out[-1:]])
+                convert(frame, out=out[n])
+                n += 1
             expected = i + 1
-        if not out:
+        if out is None:
             shape = (0, self.info.height, self.info.width) + (() if grey else (3,))
             return np.zeros(shape, np.uint8)
-        return np.stack(out)
+        return out[:n]
 
     def iter_frames(self, start: int = 0, stop: int | None = None, grey: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Every decoded frame from ``start`` to ``stop`` (exclusive) in order: (index, H x W x 3 RGB uint8),
@@ -274,12 +285,13 @@ _FULL_RANGE_FORMATS = {"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "gray"}
 _EXPAND = np.clip(np.floor((np.arange(256) - 16) * 255.0 / 219.0 + 0.5), 0, 255).astype(np.uint8)
 
 
-def frame_to_rgb(frame) -> np.ndarray:
+def frame_to_rgb(frame, out: np.ndarray | None = None) -> np.ndarray:
     """H x W x 3 uint8 full-range RGB (FFmpeg's conversion)."""
-    return frame.to_ndarray(format="rgb24")
+    rgb = frame.to_ndarray(format="rgb24")
+    return rgb if out is None else _into(out, rgb)
 
 
-def frame_to_grey(frame) -> np.ndarray:
+def frame_to_grey(frame, out: np.ndarray | None = None) -> np.ndarray:
     """H x W uint8 grey: the frame's BT.601 luma at full range (see ``selfee.live_frames``).
 
     For 8-bit YUV the decoder's luma plane is that luma already (expanded from limited range
@@ -289,11 +301,19 @@ def frame_to_grey(frame) -> np.ndarray:
     if name not in _Y8_FORMATS:
         from selfee.live_frames import rgb_to_gray_np
 
-        return rgb_to_gray_np(frame_to_rgb(frame))
+        y = rgb_to_gray_np(frame_to_rgb(frame))
+        return y if out is None else _into(out, y)
     plane = frame.planes[0]
     y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
     full = name in _FULL_RANGE_FORMATS or getattr(frame, "color_range", 0) == 2  # AVCOL_RANGE_JPEG
-    return np.ascontiguousarray(y) if full else np.take(_EXPAND, y)  # take: ~2x faster than fancy indexing
+    if full:
+        return np.ascontiguousarray(y) if out is None else _into(out, y)
+    return np.take(_EXPAND, y, out=out, mode="clip")  # take: ~2x faster than fancy indexing; clip: unbuffered
+
+
+def _into(out: np.ndarray, y: np.ndarray) -> np.ndarray:
+    out[...] = y
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

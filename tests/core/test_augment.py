@@ -199,3 +199,24 @@ def test_apply_composes_geometry_then_colour():
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(9))
     p = sample_params(2, (16, 16), AugmentConfig(), torch.Generator().manual_seed(1))
     assert torch.allclose(apply(x, p, (8, 8)), colour(geometric(x, p, (8, 8)), p))
+
+
+def test_views_on_worker_threads_equal_the_single_thread_views():
+    from selfee.threads import worker_pool
+
+    frames = torch.randint(0, 256, (11, 3, 40, 30), dtype=torch.uint8)  # not a multiple of the task size
+    ref = two_views(frames, AugmentConfig(), (32, 24), torch.Generator().manual_seed(5), channels_last=True)
+    with worker_pool(2, "test-augment") as pool:
+        got = two_views(frames, AugmentConfig(), (32, 24), torch.Generator().manual_seed(5), channels_last=True,
+                        executor=pool)
+    for a, b in zip(ref, got):
+        assert b.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 9])
+def test_grey_frames_resize_four_at_a_time_like_one_at_a_time(n):
+    x = torch.randint(0, 256, (n, 1, 97, 131), dtype=torch.uint8)
+    ref = torch.cat([torch.nn.functional.interpolate(f[None], size=(50, 71), mode="bilinear", antialias=True,
+                                                     align_corners=False) for f in x])
+    assert torch.equal(resize_uint8(x, (50, 71)), ref)

@@ -147,3 +147,19 @@ def test_pipeline_yields_augmented_views(videos):
     assert batch.view1.shape == (8, 3, 32, 48) and batch.view1.dtype == torch.float32
     assert batch.view1.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(batch.view1, batch.view2)
+
+
+def test_decoded_chunks_do_not_share_the_reused_frame_buffer(tmp_path):
+    # Frames already at the working size and no preprocessing: nothing copies them on the way,
+    # so the decoder must, or the next chunk would overwrite them in its buffer.
+    from selfee.data import Chunk, ChunkDecoder
+
+    path = write_video(tmp_path / "v.mp4", numbered_frames(40))
+    cfg = SelfeeConfig.load(overrides=["augment.enabled=false", "data.input_size=[48,64]", "data.holdout_fraction=0"])
+    dec = ChunkDecoder(make_sources([probe(path)], cfg), live=True, size=(48, 64))
+    first = dec.decode(Chunk(0, 1, 15, 0, 16))
+    kept = first.clone()
+    dec.decode(Chunk(0, 17, 31, 16, 32))
+    assert torch.equal(first, kept)
+    ref = torch.stack([torch.from_numpy(frame_to_grey(f)) for f in av.open(str(path)).decode(video=0)][:16])
+    assert torch.equal(first[:, 0], ref)

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import numbered_frames, real_video, write_video
 from selfee.errors import SelfeeError, VideoError
-from selfee.video import VideoReader, expand_inputs, probe, probe_many
+from selfee.video import VideoReader, expand_inputs, frame_to_grey, frame_to_rgb, probe, probe_many
 
 
 def decode_all(path):
@@ -36,6 +36,31 @@ def test_read_matches_sequential_decode_and_seeks_to_keyframes(tmp_path):
     assert r.frames_decoded <= (37 - 32) + 8 + 4  # from the keyframe at 32 (+ B-frame reordering)
     assert [i for i, _ in r.iter_frames(65)] == [65, 66, 67, 68, 69]
     assert r.read(0, 3).shape[0] == 3
+
+
+@pytest.mark.parametrize("indices", [[4, 5, 7, 8], [4, 4, 5, 6], [6, 7], [5, 6, 6, 9, 10, 11]])
+@pytest.mark.parametrize("grey", [True, False])
+def test_read_repeats_the_predecessor_of_a_frame_that_did_not_decode(tmp_path, monkeypatch, indices, grey):
+    """Rows as a list append would give them: a missing index repeats the previous row, an index seen
+    twice gets two rows, nothing is filled before the first frame; frames from ``stop`` on are dropped."""
+    p = write_video(tmp_path / "v.mp4", numbered_frames(16), g=4)
+    r = VideoReader(p)
+    frames = dict(r.frames(0))
+    monkeypatch.setattr(r, "frames", lambda start: iter([(i, frames[i]) for i in indices]))
+    convert = frame_to_grey if grey else frame_to_rgb
+    ref, expected = [], 4
+    for i in indices:
+        if i >= 10:
+            break
+        arr = convert(frames[i])
+        while expected < i and ref:
+            ref.append(ref[-1])
+            expected += 1
+        ref.append(arr)
+        expected = i + 1
+    got = r.read(4, 10, grey=grey)
+    assert got.shape == (len(ref), *ref[0].shape)
+    assert all((g == f).all() for g, f in zip(got, ref))
 
 
 @pytest.mark.parametrize("codec, suffix, pix", [("mpeg4", ".avi", "yuv420p"), ("libvpx-vp9", ".webm", "yuv420p"),
