@@ -86,6 +86,6 @@ def original_loader(folder: Path, n_frames: int, k: int, out_hw, batch_size: int
     """Endless batches (epoch after epoch) of the original-way dataset, shuffled, in worker processes."""
     ds = OriginalWayDataset(folder, n_frames, k, out_hw)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
+                                         drop_last=True)
     while True:
         yield from loader

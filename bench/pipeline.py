@@ -2,7 +2,8 @@
 
 Makes an H.264 (and a VP9) video of ``--video-size`` frames in a temporary folder, extracts the
 JPEGs for the original-way loader (not timed), then times whole batches (decode, preprocessing,
-live frames, two augmented views at ``--size``) after one warm-up batch, ``--repeats`` times:
+live frames, two augmented views at ``--size``) after one warm-up batch, each loader once per
+round, ``--repeats`` rounds (``x_original``: each round's ratio to the original way, median):
 
     python -m selfee.bench.pipeline                       # CPU: original vs reference vs DALI CPU lane
     python -m selfee.bench.pipeline --device cuda --batch-size 256 --batches 20 --embed
@@ -56,19 +57,41 @@ def time_batches(it, n: int, batch: int, device) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
-def run(name, make, args, device) -> dict:
-    rates, extra = [], {}
-    for _ in range(args.repeats):
-        pipe = make()
-        try:
-            rates.append(time_batches(iter(pipe), args.batches, args.batch_size, device))
-            extra = {k: v for k, v in getattr(pipe, "stats", {}).items() if k == "decoded_per_sample"}
-        finally:
-            if hasattr(pipe, "close"):
-                pipe.close()
-    row = {"loader": name, "samples_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), **extra}
-    print(table([row], list(row)), flush=True)
-    return row
+def measure_once(make, args, device) -> tuple[float, dict]:
+    """samples/s of one fresh loader, and its decoded-frames-per-sample figure where it has one."""
+    pipe = make()
+    try:
+        rate = time_batches(iter(pipe), args.batches, args.batch_size, device)
+        extra = {k: v for k, v in getattr(pipe, "stats", {}).items() if k == "decoded_per_sample"}
+    finally:
+        if hasattr(pipe, "close"):
+            pipe.close()
+    return rate, extra
+
+
+def run_interleaved(loaders: list[tuple[str, object]], args, device) -> list[dict]:
+    """Every loader once per round, ``--repeats`` rounds: a slow spell of the machine then hits each
+    loader alike, and each round's ratio to the original way compares figures taken minutes apart."""
+    rates: dict[str, list[float]] = {name: [] for name, _ in loaders}
+    extras: dict[str, dict] = {name: {} for name, _ in loaders}
+    for r in range(args.repeats):
+        for name, make in loaders:
+            rate, extras[name] = measure_once(make, args, device)
+            rates[name].append(rate)
+            print(f"round {r + 1}/{args.repeats}: {name}: {rate:.1f} samples/s", flush=True)
+    base = rates.get(ORIGINAL)
+    rows = []
+    for name, _ in loaders:
+        v = rates[name]
+        row = {"loader": name, "samples_per_s": statistics.median(v), "min": min(v), "max": max(v), "rounds": v}
+        if base is not None:
+            ratios = [a / b for a, b in zip(v, base)]
+            row.update(x_original=statistics.median(ratios), x_original_min=min(ratios), x_original_max=max(ratios))
+        rows.append({**row, **extras[name]})
+    return rows
+
+
+ORIGINAL = "original way (JPEG folder, PIL, 3 reads, colormap loop)"
 
 
 def dali_unavailable(device) -> str | None:
@@ -115,25 +138,26 @@ def main(argv=None):
         tmp = Path(tmp)
         h264 = make_video(tmp / "bench.mp4", args.frames, args.video_size)
         sources = make_sources([probe(h264)], cfg)
+        loaders = []
         if not args.skip_original:
             from selfee.bench.original_loader import extract_jpegs, original_loader
 
             n = extract_jpegs(h264, tmp / "jpg")
-            rows.append(run("original way (JPEG folder, PIL, 3 reads, colormap loop)",
-                            lambda: original_loader(tmp / "jpg", n, cfg.data.frame_interval, args.size,
-                                                    args.batch_size, args.workers), args, device))
-        rows.append(run("reference (PyAV + torch)", lambda: TorchPipeline(sources, cfg, device), args, device))
+            loaders.append((ORIGINAL, lambda: original_loader(tmp / "jpg", n, cfg.data.frame_interval, args.size,
+                                                              args.batch_size, args.workers)))
+        loaders.append(("reference (PyAV + torch)", lambda: TorchPipeline(sources, cfg, device)))
         if no_dali is not None:  # the DALI rows say why they are empty instead of stopping the benchmark
             names = (["DALI, H.264"] + (["DALI, VP9 (DALI's CPU decoder)"] if device.type == "cpu" else [])
                      + (["DALI embedding decode (frames/s)"] if args.embed else []))
-            rows += [{"loader": name, "samples_per_s": None, "note": no_dali} for name in names]
+            missing = [{"loader": name, "samples_per_s": None, "note": no_dali} for name in names]
         else:
-            rows.append(run("DALI, H.264", lambda: DaliTrainPipeline(sources, cfg, device), args, device))
-        if no_dali is None and device.type == "cpu":
-            vp9 = make_video(tmp / "bench.webm", args.frames, args.video_size, codec="libvpx-vp9")
-            vsrc = make_sources([probe(vp9)], cfg)
-            rows.append(run("DALI, VP9 (DALI's CPU decoder)", lambda: DaliTrainPipeline(vsrc, cfg, device), args,
-                            device))
+            missing = []
+            loaders.append(("DALI, H.264", lambda: DaliTrainPipeline(sources, cfg, device)))
+            if device.type == "cpu":
+                vp9 = make_video(tmp / "bench.webm", args.frames, args.video_size, codec="libvpx-vp9")
+                vsrc = make_sources([probe(vp9)], cfg)
+                loaders.append(("DALI, VP9 (DALI's CPU decoder)", lambda: DaliTrainPipeline(vsrc, cfg, device)))
+        rows += run_interleaved(loaders, args, device) + missing
         if args.embed and no_dali is None:
             from selfee.pipelines.embed import dali_embed_batches
 
@@ -147,7 +171,9 @@ def main(argv=None):
     path = save_results("pipeline", rows, args.out)
     print(f"\nTwo views at {args.size[0]}x{args.size[1]} from {args.video_size[0]}x{args.video_size[1]} video, "
           f"batch {args.batch_size}, on {env.get('gpu') or env['cpu']} ({args.device}, {env['cpu_count']} CPUs)")
-    print(table(rows, ["loader", "samples_per_s", "min", "max", "decoded_per_sample"] + (["note"] if no_dali else [])))
+    cols = ["loader", "samples_per_s", "min", "max"] + (["x_original", "x_original_min", "x_original_max"]
+                                                         if not args.skip_original else [])
+    print(table(rows, cols + ["decoded_per_sample"] + (["note"] if no_dali else [])))
     print(f"saved {path}")
 
 
