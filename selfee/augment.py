@@ -359,13 +359,14 @@ def two_views(
     generator: torch.Generator | None = None,
     channels_last: bool = False,
     executor: Executor | None = None,
+    groups: int = 2,
 ):
     """Two independently augmented views of the same uint8 live frames.
 
-    With ``executor`` (CPU frames), the samples are augmented in groups on its threads; the views
-    are the same as without it.
+    With ``executor`` (CPU frames), the samples are augmented in ``groups`` groups (at most
+    :data:`MAX_ROWS` samples each) on its threads; the views are the same as without it.
     """
-    return two_views_async(frames, cfg, out_hw, generator, channels_last, executor).result()
+    return two_views_async(frames, cfg, out_hw, generator, channels_last, executor, groups).result()
 
 
 class PendingViews:
@@ -382,7 +383,9 @@ class PendingViews:
         return self._views
 
 
-ROWS_PER_TASK = 8  # samples per executor task: small enough that every allocation is reused, not mapped anew
+# Samples per executor task at most: few calls per batch (each operator call costs ~10 us whatever
+# its size, which small inputs feel), small enough allocations that they are reused, not mapped anew.
+MAX_ROWS = 16
 
 
 def two_views_async(
@@ -392,6 +395,7 @@ def two_views_async(
     generator: torch.Generator | None = None,
     channels_last: bool = False,
     executor: Executor | None = None,
+    groups: int = 2,
 ) -> PendingViews:
     """:func:`two_views`, started: the parameters are drawn now (in the caller's generator order),
     the pixels are computed on ``executor``'s threads (in the calling thread without one)."""
@@ -419,5 +423,6 @@ def two_views_async(
         for p, out in zip(params, views):
             out[start:stop].copy_(apply(src, p.rows(start, stop), out_hw, scale=1.0 / 255))
 
-    tasks = [executor.submit(rows, a, min(a + ROWS_PER_TASK, n)) for a in range(0, n, ROWS_PER_TASK)]
+    size = min(MAX_ROWS, -(-n // max(1, groups)))
+    tasks = [executor.submit(rows, a, min(a + size, n)) for a in range(0, n, size)]
     return PendingViews(views, tasks)

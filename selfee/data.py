@@ -636,8 +636,8 @@ class TorchPipeline:
         self.rank = rank
         # On the CPU, groups of samples are augmented on worker threads (one core each) while the
         # next batch is gathered; on a GPU the batch is augmented there, from the calling thread.
-        cpu = self.device.type == "cpu"
-        self._augmenters = worker_pool(cfg.data.augment_threads or cpu_count(), "selfee-augment") if cpu else None
+        self._threads = cfg.data.augment_threads or cpu_count()
+        self._augmenters = worker_pool(self._threads, "selfee-augment") if self.device.type == "cpu" else None
 
     @property
     def stats(self) -> dict:
@@ -650,7 +650,8 @@ class TorchPipeline:
         frames = frames.to(self.device, non_blocking=True)
         g = torch.Generator(device=self.device).manual_seed(augment_seed(self.cfg.train.seed, self.rank, step))
         views = two_views_async(frames, self.cfg.augment, self.cfg.data.input_size, g,
-                                channels_last=self.cfg.train.channels_last, executor=self._augmenters)
+                                channels_last=self.cfg.train.channels_last, executor=self._augmenters,
+                                groups=self._threads)
         return views, batch
 
     def __iter__(self) -> Iterator[ViewBatch]:

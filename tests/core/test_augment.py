@@ -207,11 +207,12 @@ def test_views_on_worker_threads_equal_the_single_thread_views():
     frames = torch.randint(0, 256, (11, 3, 40, 30), dtype=torch.uint8)  # not a multiple of the task size
     ref = two_views(frames, AugmentConfig(), (32, 24), torch.Generator().manual_seed(5), channels_last=True)
     with worker_pool(2, "test-augment") as pool:
-        got = two_views(frames, AugmentConfig(), (32, 24), torch.Generator().manual_seed(5), channels_last=True,
-                        executor=pool)
-    for a, b in zip(ref, got):
-        assert b.is_contiguous(memory_format=torch.channels_last)
-        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+        for groups in (2, 4, 11):
+            got = two_views(frames, AugmentConfig(), (32, 24), torch.Generator().manual_seed(5), channels_last=True,
+                            executor=pool, groups=groups)
+            for a, b in zip(ref, got):
+                assert b.is_contiguous(memory_format=torch.channels_last)
+                assert torch.allclose(a, b, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 9])
