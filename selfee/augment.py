@@ -400,17 +400,16 @@ def two_views_async(
     """:func:`two_views`, started: the parameters are drawn now (in the caller's generator order),
     the pixels are computed on ``executor``'s threads (in the calling thread without one)."""
     out_hw = tuple(out_hw)
-    if not cfg.enabled:
-        v1 = augment(frames, cfg, out_hw, generator)
-        v2 = v1.clone()
-        if channels_last:
-            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-        return PendingViews((v1, v2), [])
     n = frames.shape[0]
-    params = [sample_params(n, frames.shape[-2:], cfg, generator, device=frames.device) for _ in range(2)]
-    if executor is None:
-        src = frames.float()  # converted once for both views; 1/255 is applied to the smaller output
-        v1, v2 = (apply(src, p, out_hw, scale=1.0 / 255) for p in params)
+    params = [sample_params(n, frames.shape[-2:], cfg, generator, device=frames.device) for _ in range(2)
+              ] if cfg.enabled else []
+    if executor is None or not cfg.enabled:
+        if cfg.enabled:
+            src = frames.float()  # converted once for both views; 1/255 is applied to the smaller output
+            v1, v2 = (apply(src, p, out_hw, scale=1.0 / 255) for p in params)
+        else:
+            v1 = augment(frames, cfg, out_hw, generator)
+            v2 = v1.clone()
         if channels_last:
             v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
         return PendingViews((v1, v2), [])
