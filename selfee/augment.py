@@ -195,15 +195,10 @@ def geometric(x: torch.Tensor, params: AugmentParams, out_hw, scale: float = 1.0
 # ---------------------------------------------------------------------------------------------
 
 
-def turbo(x: torch.Tensor, table: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Turbo colormap per channel: channel c <- table[value, c]. x: N x 3 x H x W float in [0, 1].
-
-    One gather from the three channels' tables laid end to end (index 256 c + value); ``out`` may be ``x``.
-    """
-    flat, offset = _turbo_lut(table, x)
-    idx = torch.mul(x, 255.0).round_().clamp_(0, 255).add_(offset).to(torch.int32)
-    y = torch.index_select(flat, 0, idx.view(-1)).view(x.shape)
-    return y if out is None else out.copy_(y)
+def turbo(x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    """Turbo colormap per channel: channel c <- table[value, c]. x: N x 3 x H x W float in [0, 1]."""
+    x = x.contiguous()
+    return _lookup(x, _turbo_lut(table, x), torch.empty_like(x))
 
 
 def _turbo_lut(table: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,6 +208,15 @@ def _turbo_lut(table: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tenso
     flat = (table.to(device=x.device, dtype=x.dtype).t() / 255.0).reshape(-1)
     offset = torch.arange(0, 256 * x.shape[1], 256, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return flat, offset
+
+
+def _lookup(x: torch.Tensor, lut: tuple[torch.Tensor, torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """One gather (int32 ``index_select``) from a :func:`_turbo_lut` table; ``x`` and ``out``
+    contiguous, ``out`` may be ``x``."""
+    flat, offset = lut
+    idx = torch.mul(x, 255.0).round_().clamp_(0, 255).add_(offset).to(torch.int32)
+    torch.index_select(flat, 0, idx.view(-1), out=out.view(-1))
+    return out
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -283,7 +287,7 @@ def colour(x: torch.Tensor, params: AugmentParams, table: torch.Tensor | None = 
 
 def _colour(x: torch.Tensor, params: AugmentParams, table, with_turbo: bool) -> torch.Tensor:
     """In place on ``x``. Consecutive samples that get the same operators (Turbo or not, the order
-    of the four jitters: 96 cases) are taken together, and each operator runs on their rows in
+    of the four jitters: 48 cases) are taken together, and each operator runs on their rows in
     turn: every operator runs once per sample, with no masks and no gathering of rows (with a random
     order per sample, most runs are one sample long). Blending the operators of a slot over the
     whole batch instead made fewer calls but twice the CPU time."""
@@ -310,8 +314,7 @@ def _colour(x: torch.Tensor, params: AugmentParams, table, with_turbo: bool) -> 
         k = key[start]
         y = x[start:stop]
         if k >= 256:
-            idx = torch.mul(y, 255.0).round_().clamp_(0, 255).add_(lut[1]).to(torch.int32)
-            torch.index_select(lut[0], 0, idx.view(-1), out=y.view(-1))
+            _lookup(y, lut, out=y)
         for op in (k // 64 % 4, k // 16 % 4, k // 4 % 4, k % 4):
             if op == 3:
                 adjust_hue(y, hue[start:stop], out=y)
@@ -400,19 +403,14 @@ def two_views_async(
     """:func:`two_views`, started: the parameters are drawn now (in the caller's generator order),
     the pixels are computed on ``executor``'s threads (in the calling thread without one)."""
     out_hw = tuple(out_hw)
+    if not cfg.enabled:
+        v1 = augment(frames, cfg, out_hw, generator)
+        return _done(v1, v1.clone(), channels_last)
     n = frames.shape[0]
-    params = [sample_params(n, frames.shape[-2:], cfg, generator, device=frames.device) for _ in range(2)
-              ] if cfg.enabled else []
-    if executor is None or not cfg.enabled:
-        if cfg.enabled:
-            src = frames.float()  # converted once for both views; 1/255 is applied to the smaller output
-            v1, v2 = (apply(src, p, out_hw, scale=1.0 / 255) for p in params)
-        else:
-            v1 = augment(frames, cfg, out_hw, generator)
-            v2 = v1.clone()
-        if channels_last:
-            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
-        return PendingViews((v1, v2), [])
+    params = [sample_params(n, frames.shape[-2:], cfg, generator, device=frames.device) for _ in range(2)]
+    if executor is None:
+        src = frames.float()  # converted once for both views; 1/255 is applied to the smaller output
+        return _done(*(apply(src, p, out_hw, scale=1.0 / 255) for p in params), channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     views = tuple(torch.empty((n, frames.shape[1], *out_hw), memory_format=fmt, device=frames.device)
                   for _ in range(2))
@@ -425,3 +423,9 @@ def two_views_async(
     size = min(MAX_ROWS, -(-n // max(1, groups)))
     tasks = [executor.submit(rows, a, min(a + size, n)) for a in range(0, n, size)]
     return PendingViews(views, tasks)
+
+
+def _done(v1: torch.Tensor, v2: torch.Tensor, channels_last: bool) -> PendingViews:
+    if channels_last:
+        v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
+    return PendingViews((v1, v2), [])

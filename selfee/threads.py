@@ -5,8 +5,7 @@ for the whole process. Worker threads that each take a share of the work (decodi
 groups of samples) must not also fork a team per operator: on a few cores the teams contend for
 them and spin, and a 2-core machine spent about 60 % more CPU per sample than the work needed.
 OpenMP keeps the team size per thread, so a worker sets its own to one through the OpenMP runtime
-torch loaded, and the caller's thread (the trainer's, say) keeps all of them. This holds unless the
-process called ``torch.set_num_threads``: that count then binds every thread.
+torch loaded, and the caller's thread (the trainer's, say) keeps all of them.
 """
 
 from __future__ import annotations
@@ -49,14 +48,16 @@ def _omp_set_num_threads():
 
 def single_threaded_ops() -> bool:
     """Make torch CPU operators called from this thread run on this thread alone (for worker
-    threads; the caller's threads keep torch's count). False where it cannot: no OpenMP runtime
-    reachable, or a process that called ``torch.set_num_threads`` (its count then binds every
-    thread), where the operators keep using torch's thread count."""
+    threads; the caller's threads keep torch's count). False where the OpenMP runtime cannot be
+    reached: the operators then keep using torch's thread count."""
     fn = _omp_set_num_threads()
     if fn is None:
         return False
     import torch
 
+    # torch sets a thread's team size at the thread's first call into it (to the count of
+    # torch.set_num_threads, where the process called it): let that happen first, then override it.
+    torch.get_num_threads()
     fn(1)
     return torch.get_num_threads() == 1
 

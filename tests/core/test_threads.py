@@ -7,27 +7,37 @@ import textwrap
 
 import pytest
 
-from selfee.threads import cpu_count, single_threaded_ops, worker_pool
+from selfee.threads import cpu_count
+
+WORKER = """
+    import torch
+    from selfee.threads import single_threaded_ops, worker_pool
+    {setup}
+    before = torch.get_num_threads()
+    with worker_pool(1, "t") as pool:
+        took = pool.submit(single_threaded_ops).result()
+        inside = pool.submit(torch.get_num_threads).result()
+    print(took, before, inside, torch.get_num_threads())
+"""
+
+
+def run_fresh(setup: str) -> list[str]:
+    # A fresh interpreter, whose thread counts the test chooses.
+    code = textwrap.dedent(WORKER.format(setup=setup))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"}).stdout.split()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the OpenMP runtime is found through /proc")
 def test_worker_threads_get_one_thread_and_the_caller_keeps_its_own():
-    # A fresh interpreter: the tests' conftest calls torch.set_num_threads, which binds every thread.
-    code = textwrap.dedent("""
-        import torch
-        from selfee.threads import worker_pool
-        before = torch.get_num_threads()
-        with worker_pool(1, "t") as pool:
-            inside = pool.submit(torch.get_num_threads).result()
-        print(before, inside, torch.get_num_threads())
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "2"}).stdout.split()
-    assert out == ["2", "1", "2"]
+    assert run_fresh("") == ["True", "2", "1", "2"]
 
 
-def test_single_threaded_ops_says_whether_it_took_and_cpu_count_is_positive():
-    with worker_pool(1, "test-threads") as pool:
-        took = pool.submit(single_threaded_ops).result()
-    assert took in (True, False)  # False here: conftest called torch.set_num_threads
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the OpenMP runtime is found through /proc")
+def test_workers_get_one_thread_also_after_set_num_threads():
+    # torch would set each new thread's count to the process-wide one at its first call into torch
+    assert run_fresh("torch.set_num_threads(2)") == ["True", "2", "1", "2"]
+
+
+def test_cpu_count_is_positive():
     assert cpu_count() >= 1
