@@ -14,6 +14,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SELFEE_CACHE=/data/.selfee-cache
+# SELFEE_CACHE: exports, TensorRT timing caches and mean backgrounds (<cache>/exports, /tensorrt, /backgrounds)
 
 WORKDIR /opt/selfee-fast
 COPY pyproject.toml README.md ./

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from selfee.bench.timing import environment, measure, save_results, table
-from selfee.checkpoint import atomic_save
+from selfee.checkpoint import checkpoint_dict
 from selfee.config import SelfeeConfig
 from selfee.embed import embed_videos, load_embedder, submit
 from selfee.errors import SelfeeError
 from selfee.export.graph import random_frames
+from selfee.fileio import atomic_save
 
 log = logging.getLogger("selfee")
 
@@ -44,29 +45,21 @@ def random_checkpoint(cfg: SelfeeConfig, path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = Selfee(cfg.model).eval()
-    return atomic_save({"format": "selfee-fast", "version": 1, "model": model.state_dict(), "config": cfg.to_dict()},
-                       path)
+    return atomic_save(checkpoint_dict(model, cfg), path)
 
 
 def synthetic_video(path: Path, frames: int, width: int = 640, height: int = 480, fps: int = 30) -> Path:
     """An H.264 (yuv420p) video of a blob moving over a textured floor: decodes like a real recording."""
-    import av
+    from selfee.video import VideoWriter
 
     yy, xx = np.mgrid[0:height, 0:width]
     floor = ((np.sin(xx / 17.0) + np.cos(yy / 23.0)) * 20 + 60).astype(np.float32)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"g": "30", "bf": "2", "crf": "23", "preset": "veryfast"}
+    with VideoWriter(path, fps, crf=23, gop=30, options={"bf": 2, "preset": "veryfast"}) as out:
         for i in range(frames):
             cy = height / 2 + height / 3 * np.sin(i / 40)
             cx = width / 2 + width / 3 * np.cos(i / 55)
             img = floor + 150 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (min(width, height) / 12) ** 2))
-            rgb = np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
+            out.write(np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2))
     return path
 
 

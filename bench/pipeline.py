@@ -22,26 +22,22 @@ import torch
 
 from selfee.bench.timing import environment, save_results, sync, table
 from selfee.config import SelfeeConfig
+from selfee.runtime import indexed
 
 
 def make_video(path: Path, n: int, hw, codec: str = "libx264") -> Path:
-    import av
+    from selfee.video import VideoWriter
 
     h, w = hw
     rng = np.random.default_rng(0)
     floor = np.kron(rng.integers(60, 140, (h // 16 + 1, w // 16 + 1, 3)), np.ones((16, 16, 1)))[:h, :w]
-    with av.open(str(path), "w") as out:
-        s = out.add_stream(codec, rate=30)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"g": "60", "bf": "2"} if codec == "libx264" else {}
+    with VideoWriter(path, 30, codec, gop=60 if codec == "libx264" else None,
+                     options={"bf": 2} if codec == "libx264" else None) as out:
         for i in range(n):
             f = floor.copy()
             y, x = (i * 3) % (h - 40), (i * 7) % (w - 60)
             f[y : y + 40, x : x + 60] = 230
-            for pkt in s.encode(av.VideoFrame.from_ndarray(f.astype(np.uint8), format="rgb24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
+            out.write(f.astype(np.uint8))
     return path
 
 
@@ -97,10 +93,10 @@ ORIGINAL = "original way (JPEG folder, PIL, 3 reads, colormap loop)"
 def dali_unavailable(device) -> str | None:
     """Why the DALI rows cannot run here (DALI not installed, or no usable backend on ``device``), else None."""
     try:
-        from selfee.pipelines.backend import backend_error, dali_device
+        from selfee.pipelines.backend import backend_error
     except ImportError as exc:  # DALI (nvidia-dali-cuda120) is an optional dependency
         return f"DALI unavailable ({exc})"
-    dev = dali_device(device)
+    dev = indexed(device)
     err = backend_error(dev.type, dev.index if dev.type == "cuda" else None)
     return None if err is None else f"DALI unavailable on {dev} ({err})"
 

@@ -141,7 +141,7 @@ def run_bench(profile: str | None = None, device: str = "auto", backends=BACKEND
               video: str | None = None, out: str | None = None, parts=("decode", "pipeline", "train", "embed"),
               batch_size: int | None = None) -> tuple[list[dict], Path]:
     """Run the chosen parts; returns the rows and the JSON file they were saved in."""
-    from selfee.train import resolve_device
+    from selfee.runtime import resolve_device
 
     dev = resolve_device(device)
     p = PROFILES[profile or ("full" if dev.type == "cuda" else "quick")]

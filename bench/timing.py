@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from selfee.runtime import OPTIONAL_PACKAGES, versions
+
 
 def sync(device: torch.device | str | None = None) -> None:
     dev = torch.device(device) if device is not None else None
@@ -35,51 +37,21 @@ def measure(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5, devi
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
-# The pip distributions that may provide each package (the first one installed gives the version).
-DISTRIBUTIONS = {
-    "torch": ("torch",),
-    "torchvision": ("torchvision",),
-    "av": ("av",),
-    "dali": ("nvidia-dali-cuda120", "nvidia-dali-cuda130", "nvidia-dali-cuda110"),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs"),
-}
-
-
-def _version(package: str) -> str | None:
-    """The installed version of ``package`` from the package metadata, without importing it
-    (importing TensorRT or ONNX Runtime initialises CUDA libraries just to read a string)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in DISTRIBUTIONS.get(package, (package,)):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
 def environment() -> dict:
-    """What a figure was measured on: CPU, GPU and driver, library versions."""
+    """What a figure was measured on: CPU, GPU and driver, library versions (:func:`selfee.runtime.versions`)."""
     env = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
-        "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
         "cuda_available": torch.cuda.is_available(),
-        "dali": _version("dali"),
-        "onnxruntime": _version("onnxruntime"),
-        "tensorrt": _version("tensorrt"),
-        "av": _version("av"),
+        **dict.fromkeys(OPTIONAL_PACKAGES),  # None: not installed
+        **versions(),
     }
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
-        env["cuda"] = torch.version.cuda
         try:
             env["driver"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

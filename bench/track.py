@@ -27,7 +27,6 @@ from selfee.bench.timing import environment, measure, save_results, table
 
 
 def bench_video(path: str, repeats: int, reference: str | None, warp_device: str, corners: str | None) -> dict:
-    from selfee.arena import Arena, ArenaWarp, parse_corners_text
     from selfee.config import PreprocessConfig
     from selfee.tracking import (
         BlobDetector,
@@ -39,6 +38,7 @@ def bench_video(path: str, repeats: int, reference: str | None, warp_device: str
         track_video,
     )
     from selfee.video import VideoReader, probe
+    from selfee.video.arena import Arena, ArenaWarp, parse_corners_text
 
     info = probe(path)
     n = info.frames
@@ -117,10 +117,8 @@ def main(argv=None) -> int:
             "warp_bgsub_device", "warp_bgsub_fps", "found", "ref_median_px", "ref_p95_px"]
     print(table(rows, cols))
     env = environment()
-    import cv2
-
-    print(f"{env['cpu']}, {env['cpu_count']} cores, torch {env['torch']}, av {env['av']}, opencv {cv2.__version__}, "
-          f"numpy {np.__version__}, {env['date']}")
+    print(f"{env['cpu']}, {env['cpu_count']} cores, torch {env['torch']}, av {env['av']}, opencv {env['cv2']}, "
+          f"numpy {env['numpy']}, {env['date']}")
     print(f"results: {save_results('track', rows, args.json)}")
     return 0
 

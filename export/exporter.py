@@ -4,15 +4,14 @@ A chain of converters, each ``(model or file, example, out) -> path``: the encod
 to TorchScript or exported to ONNX, and a TensorRT engine is built from the ONNX file. Every
 file is written under a temporary name, run on random frames and on real (or video-like) frames
 next to the eager fp32 encoder, and renamed into place only when the cosine similarity of every
-embedding is at least 0.9999 (fp32) or 0.999 (fp16/bf16).
+embedding is at least 0.9999 (fp32) or 0.999 (fp16/bf16). :func:`cached_export` exports a checkpoint
+once, on demand, into the cache folder (``embed``'s CPU default).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,6 +26,8 @@ from selfee.export.graph import (
     structured_frames,
 )
 from selfee.export.verify import describe, require_passed, verify_export
+from selfee.fileio import atomic_path, atomic_write_json, cache_dir, file_sha256
+from selfee.runtime import resolve_device
 
 log = logging.getLogger("selfee")
 
@@ -48,13 +49,9 @@ def check_options(fmt: str, trt: bool, precision: str, max_batch: int, opt_batch
         raise SelfeeError(f"batch sizes must satisfy 1 <= --opt-batch <= --max-batch (got {opt_batch}, {max_batch})")
 
 
-def verification_frames(cfg, n: int, videos=(), seed: int = 0) -> dict[str, torch.Tensor]:
-    """``random`` noise frames and ``real`` frames from ``videos`` (else ``video-like`` synthetic ones)."""
-    return verification_sets(cfg, n, videos, seed)[0]
-
-
 def verification_sets(cfg, n: int, videos=(), seed: int = 0) -> tuple[dict[str, torch.Tensor], str]:
-    """(:func:`verification_frames`, a description of them: how many, and real from which videos or synthetic)."""
+    """``random`` noise frames and ``real`` frames from ``videos`` (else ``video-like`` synthetic ones), and
+    a description of them: how many, and real from which videos or synthetic."""
     size = tuple(int(v) for v in cfg.data.input_size)
     sets = {"random": random_frames(n, size, seed)}
     real, used = _real_frames(cfg, videos, n) if videos else (None, [])
@@ -68,19 +65,15 @@ def verification_sets(cfg, n: int, videos=(), seed: int = 0) -> tuple[dict[str, 
     return sets, f"{n} random frames and {what}"
 
 
-def real_frames(cfg, videos, n: int, stride: int = 5) -> torch.Tensor | None:
-    """Up to ``n`` live frames (every ``stride``-th) from the start of each video, as ``embed`` makes them."""
-    return _real_frames(cfg, videos, n, stride)[0]
-
-
 def _real_frames(cfg, videos, n: int, stride: int = 5) -> tuple[torch.Tensor | None, list[str]]:
+    """Up to ``n`` live frames (every ``stride``-th) from the start of each video, as ``embed`` makes
+    them, and the names of the videos they come from."""
     from selfee.data import make_sources
     from selfee.embed import iter_embed_batches
-    from selfee.video import expand_inputs, probe_many
+    from selfee.video import open_inputs
 
-    infos, bad = probe_many(expand_inputs(videos), min_frames=cfg.data.min_frames)
-    for e in bad:
-        log.warning("verification video skipped: %s", e)
+    # bad videos are reported and skipped; without any, the verification uses synthetic frames
+    infos = open_inputs(videos, cfg, min_frames=cfg.data.min_frames, require=False).videos
     per = max(1, n // max(1, len(infos)))
     out, used = [], []
     for src in make_sources(infos, cfg):
@@ -112,9 +105,8 @@ def export_checkpoint(
     Files: ``<name>.ts`` or ``<name>.onnx`` (+ ``<name>.engine`` with ``trt``), each with a
     ``<file>.json`` beside it (metadata and verification; the engine's is what loads it).
     """
-    from selfee.checkpoint import file_sha256, load_model
+    from selfee.checkpoint import load_model
     from selfee.export.runtime import OnnxEmbedder, TorchScriptEmbedder
-    from selfee.train import resolve_device
 
     check_options(fmt, trt, precision, max_batch, opt_batch)
     if trt:
@@ -135,15 +127,14 @@ def export_checkpoint(
     report = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "files": [], "verification": [],
               "verification_frames": described, "real_frames": "real" in inputs}
 
-    def finish(tmp: Path, final: Path, result: dict, meta: dict) -> None:
+    def verified(result: dict, final: Path) -> None:
+        """Record ``result``; the file is kept (renamed into place by the caller) only if it passed."""
         say("%s", describe(result))
         report["verification"].append(result)
-        if not result["passed"]:
-            tmp.unlink(missing_ok=True)
-            require_passed(result, final)
-        os.replace(tmp, final)
-        sidecar = {**meta, "verification": result}
-        _write_json(final.with_name(final.name + ".json"), sidecar)
+        require_passed(result, final)
+
+    def publish(final: Path, result: dict, meta: dict) -> None:
+        atomic_write_json(final.with_name(final.name + ".json"), {**meta, "verification": result})
         report["files"].append(str(final))
 
     if fmt == "torchscript":
@@ -152,63 +143,86 @@ def export_checkpoint(
         dev = resolve_device(device)
         meta = build_metadata(cfg, dim, precision, str(checkpoint), sha)
         final = out_dir / f"{name}.ts"
-        tmp = _partial(final)
-        with _removed_on_error(tmp):
+        with atomic_path(final, keep_suffix=True) as tmp:
             to_torchscript(encoder, example, tmp, meta, precision, dev)
             result = verify_export("torchscript", TorchScriptEmbedder(tmp, dev), encoder, inputs, precision)
-            finish(tmp, final, result, meta)
+            verified(result, final)
+        publish(final, result, meta)
         return report
 
     from selfee.export.onnx import to_onnx
 
     meta = build_metadata(cfg, dim, "fp32", str(checkpoint), sha, opset=opset)
     onnx_path = out_dir / f"{name}.onnx"
-    tmp = _partial(onnx_path)
-    with _removed_on_error(tmp):
+    with atomic_path(onnx_path, keep_suffix=True) as tmp:
         to_onnx(encoder, example, tmp, meta, opset)
         result = verify_export("onnx", OnnxEmbedder(tmp, "cpu"), encoder, inputs, "fp32")
-        finish(tmp, onnx_path, result, meta)
+        verified(result, onnx_path)
+    publish(onnx_path, result, meta)
     if trt:
         from selfee.export.tensorrt import TensorRTEmbedder, build_engine
 
         engine = out_dir / f"{name}.engine"
-        tmp = _partial(engine)
         meta_trt = build_metadata(cfg, dim, precision, str(checkpoint), sha)
-        with _removed_on_error(tmp):
+        with atomic_path(engine, keep_suffix=True) as tmp:
             meta_trt = build_engine(onnx_path, tmp, meta_trt, precision, max_batch, opt_batch or max_batch,
                                     timing_cache, device=device)
-            _write_json(tmp.with_name(tmp.name + ".json"), meta_trt)  # the runtime needs it to load the engine
+            sidecar = tmp.with_name(tmp.name + ".json")  # the runtime needs it to load the engine
+            atomic_write_json(sidecar, meta_trt)
             try:
                 result = verify_export("tensorrt", TensorRTEmbedder(tmp, device), encoder, inputs, precision)
             finally:
-                tmp.with_name(tmp.name + ".json").unlink(missing_ok=True)
-            finish(tmp, engine, result, meta_trt)
+                sidecar.unlink(missing_ok=True)
+            verified(result, engine)
+        publish(engine, result, meta_trt)
     return report
 
 
-@contextmanager
-def _removed_on_error(tmp: Path):
-    """Remove the temporary file when what writes or verifies it fails (no half-written leftovers)."""
+# ---------------------------------------------------------------------------------------------
+# Checkpoints exported on demand, once, into the cache
+# ---------------------------------------------------------------------------------------------
+
+
+def cached_export(checkpoint: str | os.PathLike, backend: str, videos=()) -> Path:
+    """The export of ``checkpoint`` for ``backend`` in the cache, made (and verified) on first use.
+
+    The verification runs on random frames and on real frames of ``videos`` where given (``embed``
+    passes the first video it is about to embed), else on synthetic video-like frames; the log
+    says which. Processes or ranks exporting the same checkpoint at once each write their own
+    temporary files and rename them into place (the last rename wins; both files are verified).
+    """
+    from selfee import __version__
+    from selfee.export.runtime import SUFFIX
+
+    if backend not in ("torchscript", "onnx"):
+        raise SelfeeError(
+            f"the {backend} backend needs an exported model: selfee-fast export {checkpoint} --out DIR --format onnx --trt"
+        )
+    sha = file_sha256(checkpoint)
+    folder = cache_dir() / "exports"
+    name = f"{sha[:20]}-v{__version__}"
+    path = folder / f"{name}{SUFFIX[backend]}"
+    if path.is_file():
+        return path
+    log.info("exporting %s to %s once (cached in %s)", checkpoint, backend, folder)
     try:
-        yield
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        report = export_checkpoint(checkpoint, folder, fmt=backend, name=name, frames=8, videos=videos, quiet=True)
+    except OSError:
+        if path.is_file():  # another process finished the same export first
+            log.info("%s: exported meanwhile by another process", path.name)
+            return path
         raise
+    log.info("verified the cached %s export on %s", backend, report["verification_frames"])
+    return path
 
 
-def _partial(path: Path) -> Path:
-    # Unique to this process and thread (ranks and processes may export the same checkpoint into the
-    # same cache at once; each renames its own verified file into place), with the format's own
-    # suffix last, so the tools that read it by suffix accept the temporary file.
-    from selfee.embed import unique_suffix
+def load_cached_export(checkpoint: str | os.PathLike, backend: str, device: str = "auto", videos=()):
+    """(Embedder, the checkpoint's SelfeeConfig) running ``checkpoint`` through its cached export."""
+    from selfee.export.runtime import load_exported
 
-    return path.with_name(f".{path.stem}.{unique_suffix()}.partial{path.suffix}")
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    from selfee.embed import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+    embedder, cfg = load_exported(cached_export(checkpoint, backend, videos), backend, device)
+    embedder.source = str(checkpoint)
+    return embedder, cfg
 
 
-__all__ = ["FORMATS", "PRECISIONS", "export_checkpoint", "check_options"]
+__all__ = ["FORMATS", "PRECISIONS", "cached_export", "check_options", "export_checkpoint", "load_cached_export"]

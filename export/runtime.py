@@ -11,25 +11,15 @@ import numpy as np
 import torch
 
 from selfee._deps import require
-from selfee.config import SelfeeConfig
-from selfee.embed import HostToDevice, Ready, device_to_host, on_device
+from selfee.embed import HostToDevice, Ready, device_to_host
 from selfee.errors import SelfeeError
 from selfee.export.graph import INPUT, OUTPUT, metadata_config, parse_metadata
+from selfee.runtime import on_device, resolve_device
 
 log = logging.getLogger("selfee")
 
 BACKENDS = ("torchscript", "onnx", "tensorrt")
 SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "tensorrt": ".engine"}
-
-
-def _device(device: str | torch.device) -> torch.device:
-    """The device, a GPU with its index (``cuda`` means the current one: what the providers need)."""
-    from selfee.train import resolve_device
-
-    dev = resolve_device(str(device))
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 class TorchScriptEmbedder:
@@ -40,7 +30,7 @@ class TorchScriptEmbedder:
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "auto"):
         from selfee.export.torchscript import load_torchscript
 
-        self.device = _device(device)
+        self.device = resolve_device(device, index=True)  # the providers need the GPU's number
         self.module, text = load_torchscript(path, self.device)
         self.meta = parse_metadata(text, str(path))
         self.dim = int(self.meta["embed_dim"])
@@ -68,7 +58,7 @@ class OnnxEmbedder:
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "auto", threads: int | None = None):
         ort = require("onnxruntime", "the ONNX Runtime backend")
-        self.device = _device(device)
+        self.device = resolve_device(device, index=True)  # the providers need the GPU's number
         providers: list = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -151,81 +141,3 @@ def load_exported(path: str | os.PathLike, backend: str, device: str = "auto"):
     else:
         raise SelfeeError(f"unknown backend '{backend}' (choose from: torch, {', '.join(BACKENDS)})")
     return embedder, metadata_config(embedder.meta, str(path))
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints exported on demand, once, into a cache
-# ---------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """``$SELFEE_CACHE``, else ``$XDG_CACHE_HOME/selfee-fast``, else ``~/.cache/selfee-fast``."""
-    env = os.environ.get("SELFEE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "selfee-fast"
-
-
-def cached_export(checkpoint: str | os.PathLike, backend: str, videos=()) -> Path:
-    """The export of ``checkpoint`` for ``backend`` in the cache, made (and verified) on first use.
-
-    The verification runs on random frames and on real frames of ``videos`` where given (``embed``
-    passes the first video it is about to embed), else on synthetic video-like frames; the log
-    says which. Processes or ranks exporting the same checkpoint at once each write their own
-    temporary files and rename them into place (the last rename wins; both files are verified).
-    """
-    from selfee import __version__
-    from selfee.checkpoint import file_sha256
-    from selfee.export.exporter import export_checkpoint
-
-    if backend not in ("torchscript", "onnx"):
-        raise SelfeeError(
-            f"the {backend} backend needs an exported model: selfee-fast export {checkpoint} --out DIR --format onnx --trt"
-        )
-    sha = file_sha256(checkpoint)
-    folder = cache_dir() / "exports"
-    name = f"{sha[:20]}-v{__version__}"
-    path = folder / f"{name}{SUFFIX[backend]}"
-    if path.is_file():
-        return path
-    log.info("exporting %s to %s once (cached in %s)", checkpoint, backend, folder)
-    try:
-        report = export_checkpoint(checkpoint, folder, fmt=backend, name=name, frames=8, videos=videos, quiet=True)
-    except OSError:
-        if path.is_file():  # another process finished the same export first
-            log.info("%s: exported meanwhile by another process", path.name)
-            return path
-        raise
-    log.info("verified the cached %s export on %s", backend, report["verification_frames"])
-    return path
-
-
-def load_cached_export(checkpoint: str | os.PathLike, backend: str, device: str = "auto", videos=()):
-    """(Embedder, the checkpoint's SelfeeConfig) running ``checkpoint`` through its cached export."""
-    embedder, cfg = load_exported(cached_export(checkpoint, backend, videos), backend, device)
-    embedder.source = str(checkpoint)
-    return embedder, cfg
-
-
-def config_of(path: str | os.PathLike) -> SelfeeConfig:
-    """The SelfeeConfig stored in an export (ONNX or TorchScript metadata, TensorRT sidecar)."""
-    from selfee.embed import backend_for
-
-    path = Path(path)
-    backend = backend_for(path)
-    if backend == "onnx":
-        from selfee.export.onnx import read_metadata
-
-        text = read_metadata(path)
-    elif backend == "torchscript":
-        from selfee.export.torchscript import load_torchscript
-
-        text = load_torchscript(path, "cpu")[1]
-    elif backend == "tensorrt":
-        from selfee.export.tensorrt import read_engine_metadata
-
-        return metadata_config(read_engine_metadata(path), str(path))
-    else:
-        raise SelfeeError(f"{path}: not an exported model (.ts, .onnx, .engine)")
-    return metadata_config(parse_metadata(text, str(path)), str(path))

@@ -21,6 +21,8 @@ from selfee._deps import require
 from selfee.embed import HostToDevice, device_to_host
 from selfee.errors import SelfeeError
 from selfee.export.graph import parse_metadata
+from selfee.fileio import atomic_write, cache_dir, temp_path
+from selfee.runtime import Cuda, resolve_device
 
 log = logging.getLogger("selfee")
 
@@ -43,20 +45,8 @@ def _trt():
     return trt
 
 
-class _Cuda:
+class _Cuda(Cuda):
     """The CUDA calls of this module in one place (the CPU tests swap in a recording fake for :data:`CUDA`)."""
-
-    @staticmethod
-    def available() -> bool:
-        return torch.cuda.is_available()
-
-    @staticmethod
-    def count() -> int:
-        return torch.cuda.device_count()
-
-    @staticmethod
-    def current() -> int:
-        return torch.cuda.current_device()
 
     @staticmethod
     def device(device: torch.device):
@@ -102,24 +92,11 @@ def check_available():
 
 def gpu_device(device: str | torch.device = "auto") -> torch.device:
     """``device`` as ``cuda:N`` (``auto`` and ``cuda``: the current GPU); anything else is an error."""
-    name = str(device)
-    try:
-        dev = torch.device("cuda") if name == "auto" else torch.device(name)
-    except RuntimeError:
-        raise SelfeeError(f"unknown device '{name}' (use auto, cuda or cuda:N)") from None
-    if dev.type != "cuda":
-        raise SelfeeError("the TensorRT backend runs on a GPU: use --device cuda (or auto, or cuda:N)")
-    if dev.index is None:
-        return torch.device("cuda", CUDA.current())
-    if dev.index >= CUDA.count():
-        raise SelfeeError(f"device {dev} requested but PyTorch sees {CUDA.count()} GPU(s)")
-    return dev
+    return resolve_device(device, gpu="the TensorRT backend", index=True, cuda=CUDA)
 
 
 def default_timing_cache(trt, device: torch.device | None = None) -> Path:
     """One timing cache per GPU model and TensorRT version, reused by every build."""
-    from selfee.export.runtime import cache_dir
-
     name = CUDA.properties(device if device is not None else gpu_device())[0]
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
     return cache_dir() / "tensorrt" / f"timing-{gpu}-trt{trt.__version__}.cache"
@@ -139,10 +116,9 @@ def _parse(trt, builder, logger, onnx_path: Path):
 def _parse_float_copy(trt, builder, logger, onnx_path: Path):
     """:func:`_parse` on a copy of the model whose input is float (0-255), for TensorRT versions or
     tactics that reject uint8 network inputs; the copy is removed once parsed."""
-    from selfee.embed import unique_suffix
     from selfee.export.onnx import float_input_copy
 
-    alt = float_input_copy(onnx_path, onnx_path.with_name(f".{onnx_path.stem}.{unique_suffix()}.float.onnx"))
+    alt = float_input_copy(onnx_path, temp_path(onnx_path.with_name(f"{onnx_path.stem}.float.onnx"), keep_suffix=True))
     try:
         return _parse(trt, builder, logger, alt)
     finally:
@@ -200,15 +176,10 @@ def _timing_cache(config, path: Path, cache=None):
 def _save_timing_cache(config, path: Path) -> None:
     """Save the build's timing cache atomically (under a name unique to this process and thread); a
     cache that cannot be saved only costs time in the next build, so it is a warning."""
-    from selfee.embed import unique_suffix
-
-    tmp = path.with_name(f"{path.name}.{unique_suffix()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
-        os.replace(tmp, path)
+        atomic_write(path, memoryview(config.get_timing_cache().serialize()), fsync=False)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         log.warning("%s: cannot save the timing cache (%s)", path, exc.strerror or exc)
 
 

@@ -56,16 +56,6 @@ def device_id(device: torch.device):
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def dali_device(device) -> torch.device:
-    """``device`` as a torch device with an index when it is a GPU: a bare ``cuda`` (what
-    ``selfee.train.resolve_device`` gives on one GPU) becomes ``cuda:<current device>``, because
-    DALI pipelines and their ``feed_input`` tensors need the GPU's number. Unchanged without CUDA."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
 @functools.cache
 def backend_error(device_type: str, index: int | None) -> str | None:
     """None when a tiny DALI graph runs on this backend, else why not (probed once per process)."""

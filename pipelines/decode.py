@@ -9,7 +9,7 @@ streams each in sequences of consecutive frames.
 
 Videos with an arena are perspective-warped onto the arena square (and plus mazes masked) inside
 the DALI graph, on the GPU for NVDEC, by ``fn.experimental.warp_perspective`` with the matrix of
-``selfee.arena`` (the torch ``ArenaWarp`` is skipped for those frames; frames PyAV decodes keep it).
+``selfee.video.arena`` (the torch ``ArenaWarp`` is skipped for those frames; frames PyAV decodes keep it).
 The rest of the preprocessing (``selfee.data.frames_to_samples``) runs in torch on the decoding
 device, so both lanes share one definition of every per-frame step.
 
@@ -32,12 +32,12 @@ import numpy as np
 import torch
 from nvidia.dali import fn, types
 
-from selfee.arena import MASK_FILL, ArenaWarp, dali_warp_args
 from selfee.data import Chunk, ChunkDecodeError, ChunkDecoder, VideoSource, frames_to_samples
 from selfee.errors import VideoError
 from selfee.pipelines.backend import choose_lane, device_id, samples_to_torch, sync_pipeline
 from selfee.pipelines.segments import CutterCache, SegmentCutter, plan_segments
 from selfee.video import VideoReader
+from selfee.video.arena import MASK_FILL, ArenaWarp, dali_warp_args
 
 log = logging.getLogger("selfee")
 
@@ -111,7 +111,7 @@ def warped_source(src: VideoSource) -> VideoSource:
 
 
 def arena_inputs(warp: ArenaWarp) -> dict:
-    """What :func:`_warp_graph` needs for one video, from ``selfee.arena.dali_warp_args``: per-sample
+    """What :func:`_warp_graph` needs for one video, from ``selfee.video.arena.dali_warp_args``: per-sample
     matrix (3 x 3 float32, destination -> source), size (S, S), keep (S x S x 1 uint8, 1 where kept)
     and fill (S x S x 1, ``MASK_FILL`` where masked), and the operator's constant arguments."""
     args = dali_warp_args(warp.arena)
@@ -124,7 +124,7 @@ def arena_inputs(warp: ArenaWarp) -> dict:
 
 
 def _warp_graph(frames, on_gpu: bool, consts: dict, inputs: dict | None = None):
-    """F x H x W x 3 sequences -> F x S x S x 3, warped and masked as ``selfee.arena.ArenaWarp`` does
+    """F x H x W x 3 sequences -> F x S x S x 3, warped and masked as ``selfee.video.arena.ArenaWarp`` does
     (bilinear, pixel centres on integers, 0 outside the frame, ``MASK_FILL`` between plus-maze arms).
 
     ``consts``: the operator's constant arguments (``arena_inputs(...)["consts"]``); ``inputs``: one

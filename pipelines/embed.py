@@ -3,7 +3,7 @@
 DALI streams the encoded file in sequences of consecutive frames (``fn.experimental.inputs.video``),
 so memory stays flat however long the video; the sequences go through the reference's rolling
 live-frame buffer (``selfee.embed.iter_embed_batches``), so frame indices, timestamps, edges and
-counts are the reference's. Decode overlaps inference through ``selfee.embed.background``, which
+counts are the reference's. Decode overlaps inference through ``selfee.runtime.background``, which
 ``embed_video`` wraps around this source.
 """
 
@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-import torch
-
 from selfee.config import SelfeeConfig
 from selfee.embed import EmbedBatch, iter_embed_batches
 from selfee.errors import SelfeeError
-from selfee.pipelines.backend import backend_error, dali_device
+from selfee.pipelines.backend import backend_error
 from selfee.pipelines.decode import stream_source
+from selfee.runtime import indexed, resolve_device
 
 log = logging.getLogger("selfee")
 
@@ -29,7 +28,7 @@ def dali_embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu", se
 
     Where DALI cannot run on ``device`` (``embed.pipeline=auto``), the PyAV reference is used, with a log line.
     """
-    dev = dali_device("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" else dali_device(device)
+    dev = indexed(resolve_device() if str(device) == "auto" else device)  # DALI needs the GPU's number
     err = backend_error(dev.type, dev.index if dev.type == "cuda" else None)
     if err is not None:
         if cfg.embed.pipeline != "auto":

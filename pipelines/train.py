@@ -17,11 +17,11 @@ import torch
 from selfee.augment import sample_params
 from selfee.config import SelfeeConfig
 from selfee.data import ReferenceLoader, TorchPipeline, ViewBatch, assemble, augment_seed
-from selfee.embed import background
 from selfee.errors import SelfeeError
 from selfee.pipelines.augment import DaliAugmenter
-from selfee.pipelines.backend import backend_error, dali_device
+from selfee.pipelines.backend import backend_error
 from selfee.pipelines.decode import DaliChunkDecoder
+from selfee.runtime import background, indexed
 
 log = logging.getLogger("selfee")
 
@@ -55,7 +55,7 @@ class DaliTrainPipeline:
     name = "dali"
 
     def __new__(cls, sources, cfg: SelfeeConfig, device, *args, **kwargs):
-        dev = dali_device(device)  # a bare "cuda" gets its index: DALI needs the GPU's number
+        dev = indexed(device)  # a bare "cuda" gets its index: DALI needs the GPU's number
         err = backend_error(dev.type, dev.index if dev.type == "cuda" else None)
         if err is None:
             return super().__new__(cls)
@@ -67,7 +67,7 @@ class DaliTrainPipeline:
     def __init__(self, sources, cfg: SelfeeConfig, device, split="train", start_step=0, rank=0, world=1,
                  cpu_decoder: str = "auto", prefetch: int = 2):
         self.cfg = cfg
-        self.device = dali_device(device)
+        self.device = indexed(device)
         self.rank = rank
         self.prefetch = prefetch
         self.loader = DaliLoader(sources, cfg, self.device, split, start_step, rank, world, cpu_decoder)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfee.arena import CORNER_NAMES, Arena, ArenaWarp, corners_overrides, write_corners
 from selfee.errors import SelfeeError
 from selfee.video import VideoInfo, VideoReader, probe
+from selfee.video.arena import CORNER_NAMES, Arena, ArenaWarp, corners_overrides, write_corners
 
 log = logging.getLogger("selfee")
 

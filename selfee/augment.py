@@ -219,29 +219,6 @@ def _lookup(x: torch.Tensor, lut: tuple[torch.Tensor, torch.Tensor], out: torch.
     return out
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(BT601, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
-
-
-def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    f = f.view(-1, 1, 1, 1).to(a.dtype)
-    return (f * a + (1 - f) * b).clamp_(0, 1)
-
-
-def adjust_brightness(x, f):
-    return _blend(x, torch.zeros_like(x), f)
-
-
-def adjust_contrast(x, f):
-    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(x, mean, f)
-
-
-def adjust_saturation(x, f):
-    return _blend(x, _gray(x), f)
-
-
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate the HSV hue by ``shift`` (fraction of the circle) per sample; torchvision's semantics.
 
@@ -273,11 +250,6 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor, out: torch.Tensor | None = 
     w[:, 0].neg_().add_(1.0)
     out = torch.empty_like(x) if out is None else out  # x is not read from here on
     return torch.addcmul(minc.unsqueeze(1), chroma.unsqueeze(1), w, out=out)
-
-
-def jitter(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue, each sample in its own random order."""
-    return _colour(x.clone(memory_format=torch.contiguous_format), params, None, with_turbo=False)
 
 
 def colour(x: torch.Tensor, params: AugmentParams, table: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""Checkpoints: atomic save/load, the original Selfee weights converter, ImageNet initial weights.
+"""Checkpoints and models: the checkpoint dict, loading, building a model with its initial weights
+(none, ImageNet, a checkpoint), the original Selfee weights converter.
 
-A selfee-fast checkpoint is a ``torch.save``d dict::
+A selfee-fast checkpoint is a ``torch.save``d dict (made by :func:`checkpoint_dict`)::
 
-    {"format": "selfee-fast", "version": 1, "model": state_dict, "config": SelfeeConfig.to_dict(),
-     "step": int, "optimizer": ..., "scaler": ..., "rng": ..., "metrics": ...}
+    {"format": "selfee-fast", "version": 1, "selfee_fast": "0.1.0", "model": state_dict,
+     "config": SelfeeConfig.to_dict(), "step": int, "optimizer": ..., "scaler": ..., "rng": ..., "embed_bn": ...}
 
 Only "format", "version", "model" and "config" are needed for inference. The original Selfee
 released a bare ``state_dict`` of its ``CLD_SimSiam`` module; :func:`convert_original` maps it
@@ -13,19 +14,20 @@ strictly (every tensor used, every shape checked) onto :class:`selfee.model.Self
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from selfee import __version__
 from selfee.config import ModelConfig, SelfeeConfig
 from selfee.errors import SelfeeError
+from selfee.fileio import atomic_save, file_sha256
+from selfee.model import Selfee
 
 log = logging.getLogger("selfee")
 
@@ -33,33 +35,16 @@ FORMAT = "selfee-fast"
 VERSION = 1
 
 # ---------------------------------------------------------------------------------------------
-# Atomic files
+# Checkpoint files
 # ---------------------------------------------------------------------------------------------
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def checkpoint_dict(model: torch.nn.Module | dict, cfg: SelfeeConfig, **extra) -> dict:
+    """The checkpoint of ``model`` (or its state dict) trained with ``cfg``: what :func:`load_checkpoint`
+    reads; ``extra`` adds entries (the trainer's step, optimizer, scaler, RNG states, ...)."""
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    return {"format": FORMAT, "version": VERSION, "selfee_fast": __version__,
+            "model": {k: v.detach().cpu() for k, v in state.items()}, "config": cfg.to_dict(), **extra}
 
 
 def _torch_load(path: Path) -> Any:
@@ -99,7 +84,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         model_state, mcfg, byol = convert_original(obj, source=str(path))
         fields = {f"model.{k}": v for k, v in dataclasses.asdict(mcfg).items()}
         cfg = SelfeeConfig().replace(**fields, **{"loss.byol": byol})
-        return {"format": FORMAT, "version": VERSION, "model": model_state, "config": cfg.to_dict(), "step": 0}
+        return checkpoint_dict(model_state, cfg, step=0)
     raise SelfeeError(f"{path}: not a selfee-fast checkpoint nor an original Selfee state_dict")
 
 
@@ -113,8 +98,6 @@ def load_model(path: str | os.PathLike, byol: bool | None = None, bn: str = "emb
     ``bn="embed"``: where the checkpoint holds BatchNorm statistics re-estimated on plain frames
     (``train.embed_bn_frames``), the encoder uses them; ``bn="train"``: the training statistics.
     """
-    from selfee.model import Selfee
-
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt)
     model = Selfee(cfg.model, byol=cfg.loss.byol if byol is None else byol)
@@ -215,8 +198,6 @@ def convert_original(sd: dict, source: str = "weights") -> tuple[OrderedDict, Mo
     Strict: every tensor in the file must be used, every tensor of the model must be found, and
     every shape must match; the first problem is named. Returns (state_dict, ModelConfig, byol).
     """
-    from selfee.model import Selfee
-
     mcfg = _infer_model_config(sd)
     byol = any(k.startswith("target_encoder.") for k in sd)
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -248,8 +229,24 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Initial weights
+# Building models: initial weights
 # ---------------------------------------------------------------------------------------------
+
+# The original Selfee built its backbone with torchvision's ``pretrained=True``, which means the
+# IMAGENET1K_V1 weights (resnet50-0676ba61.pth), not today's DEFAULT (IMAGENET1K_V2 for ResNet-50).
+IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+
+
+def build_model(cfg: ModelConfig, byol: bool = False) -> Selfee:
+    """The model with its configured initial weights (``none``, ``imagenet`` or a checkpoint)."""
+    init = cfg.init.lower()
+    if init == "imagenet":  # a BYOL target starts as a copy of the pretrained encoder
+        return Selfee(cfg, byol=byol, backbone_weights=imagenet_backbone(cfg.arch))
+    model = Selfee(cfg, byol=byol)
+    if init != "none":
+        load_initial_weights(model, cfg.init)
+    return model
+
 
 
 def imagenet_backbone(arch: str) -> dict:
@@ -259,8 +256,6 @@ def imagenet_backbone(arch: str) -> dict:
     torchvision's current DEFAULT (V2 for ResNet-50 and deeper).
     """
     import torchvision
-
-    from selfee.model import IMAGENET_WEIGHTS
 
     weights = torchvision.models.get_model_weights(arch)[IMAGENET_WEIGHTS]
     url = weights.url

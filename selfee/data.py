@@ -47,9 +47,8 @@ from selfee.augment import PendingViews, resize_uint8, two_views_async, working_
 from selfee.config import SelfeeConfig
 from selfee.errors import SelfeeError, VideoError
 from selfee.live_frames import neighbor_indices, rgb_to_gray
-from selfee.preprocess import Preprocessor
 from selfee.threads import cpu_count, worker_pool
-from selfee.video import VideoInfo, VideoReader
+from selfee.video import Preprocessor, VideoInfo, VideoReader, preprocessor_for
 
 log = logging.getLogger("selfee")
 
@@ -80,35 +79,11 @@ class VideoSource:
 def make_sources(infos: list[VideoInfo], cfg: SelfeeConfig, cache_dir=None) -> list[VideoSource]:
     """Sources with their preprocessing; ``cache_dir`` keeps per-video backgrounds beside a run's outputs.
 
-    Raises :class:`VideoError` for a video whose time window or ROI cannot be used.
+    Raises :class:`VideoError` for a video whose time window or ROI cannot be used (the videos
+    :func:`selfee.video.open_inputs` returns have been checked).
     """
-    out = []
-    for info in infos:
-        try:
-            pre = Preprocessor(cfg.data.preprocess_for(info.path), info, cache_dir=cache_dir, grey=cfg.data.live_frames)
-        except VideoError:
-            raise
-        except ValueError as exc:  # e.g. an ROI outside the frame
-            raise VideoError(info.path, str(exc)) from None
-        if pre.frames < cfg.data.min_frames:
-            raise VideoError(
-                info.path, f"has {pre.frames} frames in the selected window; live frames need at least {cfg.data.min_frames}"
-            )
-        out.append(VideoSource(info, pre))
-    return out
-
-
-def make_sources_many(infos: list[VideoInfo], cfg: SelfeeConfig, cache_dir=None) -> tuple[list[VideoSource], list[VideoError]]:
-    """:func:`make_sources` per video: a video that cannot be used is logged (one line) and returned
-    as an error, the others go on (as ``selfee.video.probe_many``)."""
-    good, bad = [], []
-    for info in infos:
-        try:
-            good.extend(make_sources([info], cfg, cache_dir=cache_dir))
-        except VideoError as exc:
-            log.error("%s", exc)
-            bad.append(exc)
-    return good, bad
+    return [VideoSource(info, preprocessor_for(info, cfg, cfg.data.min_frames, cache_dir=cache_dir,
+                                               grey=cfg.data.live_frames)) for info in infos]
 
 
 MAX_CHUNK = 1024  # frames; longer GOPs are split to bound the memory of one chunk

@@ -96,19 +96,11 @@ def synthetic_behaviour(n_frames: int = 1500, size: int = 128, seed: int = 0):
 
 def write_demo_video(path: Path, n_frames: int = 1500, size: int = 128, fps: int = 25, seed: int = 0) -> np.ndarray:
     """Encode the synthetic video as H.264; returns its labels."""
-    import av
+    from selfee.video import VideoWriter
 
     frames, labels = synthetic_behaviour(n_frames, size, seed)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "g": "50"}
-        for f in frames:
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
+    with VideoWriter(path, fps, crf=18, gop=50) as out:
+        out.write_many(frames)
     return labels
 
 
@@ -178,8 +170,9 @@ def demo_config(out: Path, steps: int, device: str):
 
 def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: str = "auto", frames: int = 1500) -> dict:
     """Generate, train, embed, evaluate; print a short report and save ``demo.json``."""
-    from selfee.checkpoint import atomic_save
+    from selfee.checkpoint import checkpoint_dict
     from selfee.embed import embed_videos
+    from selfee.fileio import atomic_save
     from selfee.model import Selfee
     from selfee.train import run_training
 
@@ -201,8 +194,7 @@ def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: 
     untrained = out / "untrained.pt"
     torch.manual_seed(cfg.train.seed + 1)
     model = Selfee(cfg.model)
-    atomic_save({"format": "selfee-fast", "version": 1, "model": model.state_dict(), "config": cfg.to_dict()},
-                untrained)
+    atomic_save(checkpoint_dict(model, cfg), untrained)
 
     scores = {}
     for name, weights in (("trained", run / "last.pt"), ("untrained", untrained)):

@@ -21,13 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import struct
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -37,7 +34,9 @@ import torch
 
 from selfee.config import SelfeeConfig
 from selfee.errors import SelfeeError, VideoError
+from selfee.fileio import AtomicFile, atomic_write_json, check_writable, file_sha256
 from selfee.live_frames import neighbor_indices
+from selfee.runtime import background, init_distributed, on_device, resolve_amp, resolve_device, versions
 
 log = logging.getLogger("selfee")
 
@@ -153,42 +152,6 @@ def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu") -> Iter
     return iter_embed_batches(src, cfg, batch_size)
 
 
-def background(iterable: Iterable, depth: int = 3) -> Iterator:
-    """Run ``iterable`` in a thread, ``depth`` items ahead (decode overlaps inference)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def run():
-        try:
-            for item in iterable:
-                while not stop.is_set():
-                    try:
-                        q.put((True, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((True, done))
-        except BaseException as exc:  # re-raised in the consumer
-            q.put((False, exc))
-
-    t = threading.Thread(target=run, daemon=True, name="selfee-prefetch")
-    t.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        t.join(timeout=5)
-
-
 # ---------------------------------------------------------------------------------------------
 # Embedders
 # ---------------------------------------------------------------------------------------------
@@ -281,16 +244,6 @@ class HostToDevice:
         return x
 
 
-def on_device(device: torch.device | str):
-    """``torch.cuda.device(device)`` for a GPU (its kernels, streams and events go to it), else nothing.
-
-    The current CUDA device is per thread and defaults to 0: without this, work for ``cuda:1``
-    queued from a thread where device 0 is current lands on (or synchronises with) device 0.
-    """
-    device = torch.device(device)
-    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
-
-
 def submit(embedder, frames: torch.Tensor):
     """``embedder.submit(frames)`` where it exists, else the finished result."""
     fn = getattr(embedder, "submit", None)
@@ -308,8 +261,6 @@ class TorchEmbedder:
 
     def __init__(self, encoder: torch.nn.Module, device: str | torch.device = "auto", amp: str = "auto",
                  cuda_graphs: bool | None = None):
-        from selfee.train import resolve_amp, resolve_device
-
         self.device = resolve_device(str(device))
         self.amp = resolve_amp(amp, self.device)
         self.encoder = encoder.eval().to(self.device).to(memory_format=torch.channels_last)
@@ -385,7 +336,6 @@ def load_embedder(weights: str | os.PathLike, backend: str = "auto", device: str
     export is verified on frames of ``videos`` (the ones about to be embedded) where given.
     """
     from selfee._deps import available
-    from selfee.train import resolve_device
 
     weights = Path(weights)
     if not weights.exists():
@@ -412,11 +362,11 @@ def load_embedder(weights: str | os.PathLike, backend: str = "auto", device: str
 
 def _exported(weights: Path, backend: str, device: str, checkpoint: bool, videos=()):
     try:
-        from selfee.export import runtime
+        from selfee.export import exporter, runtime
     except ImportError as exc:
         raise SelfeeError(f"backend '{backend}' is not available in this installation ({exc})") from None
     if checkpoint:
-        return runtime.load_cached_export(weights, backend, device, videos=videos)
+        return exporter.load_cached_export(weights, backend, device, videos=videos)
     return runtime.load_exported(weights, backend, device)
 
 
@@ -442,14 +392,6 @@ def _npy_header(rows: int, dim: int, dtype: np.dtype) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", _NPY_HEADER - 10) + (text + " " * pad + "\n").encode("latin1")
 
 
-def _commit_file(f, tmp: Path, path: Path) -> Path:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-    os.replace(tmp, path)
-    return path
-
-
 class NpyStreamWriter:
     """Append rows to a ``.npy`` being written at ``path.partial``; ``commit`` renames it into place."""
 
@@ -459,7 +401,8 @@ class NpyStreamWriter:
         self.dim = dim
         self.dtype = np.dtype(dtype)
         self.rows = 0
-        self.f = open(self.tmp, "wb")
+        self.out = AtomicFile(self.path, tmp=self.tmp)
+        self.f = self.out.file
         self.f.write(_npy_header(0, dim, self.dtype))
 
     def write(self, rows: np.ndarray) -> None:
@@ -472,32 +415,10 @@ class NpyStreamWriter:
     def commit(self) -> Path:
         self.f.seek(0)
         self.f.write(_npy_header(self.rows, self.dim, self.dtype))
-        return _commit_file(self.f, self.tmp, self.path)
+        return self.out.commit()
 
     def abort(self) -> None:
-        if not self.f.closed:
-            self.f.close()
-        self.tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary name unique to this process and thread, then rename
-    (two processes writing the same file at once each rename a whole file; the last one stays)."""
-    tmp = path.with_name(f"{path.name}.{unique_suffix()}.partial")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def unique_suffix() -> str:
-    """``<pid>-<thread id>``: temporary file names that concurrent writers (ranks, processes, threads) never share."""
-    return f"{os.getpid()}-{threading.get_ident()}"
+        self.out.abort()
 
 
 def npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
@@ -592,8 +513,8 @@ class VideoOutputs:
         self.pool = WindowPool(window) if window > 1 else None
         self.emb: NpyStreamWriter | None = None
         self.pooled: NpyStreamWriter | None = None
-        self.csv_tmp = self.paths["csv"].with_name(self.paths["csv"].name + ".partial")
-        self.csv = open(self.csv_tmp, "w", newline="")
+        self.csv = AtomicFile(self.paths["csv"], "w", tmp=self.paths["csv"].with_name(self.paths["csv"].name + ".partial"),
+                              newline="")
         self.csv.write("frame,time_s\n")
         self.rows = 0
 
@@ -616,19 +537,17 @@ class VideoOutputs:
     def commit(self, record: dict) -> dict:
         # Until the new record is written the video reads as incomplete, whatever else is on disk.
         self.paths["record"].unlink(missing_ok=True)
-        _commit_file(self.csv, self.csv_tmp, self.paths["csv"])
+        self.csv.commit()
         if self.pooled is not None:
             self.pooled.commit()
         self.emb.commit()
         record = {**record, "frames": self.rows, "dim": self.emb.dim, "dtype": self.dtype,
                   "window_rows": self.pooled.rows if self.pooled is not None else None}
-        atomic_write_text(self.paths["record"], json.dumps(record, indent=2, default=str))
+        atomic_write_json(self.paths["record"], record)
         return record
 
     def abort(self) -> None:
-        if not self.csv.closed:
-            self.csv.close()
-        self.csv_tmp.unlink(missing_ok=True)
+        self.csv.abort()
         for w in (self.emb, self.pooled):
             if w is not None:
                 w.abort()
@@ -749,16 +668,6 @@ def embed_video(src, cfg: SelfeeConfig, embedder, out_dir: Path, batch_size: int
         raise
 
 
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise SelfeeError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
-
-
 def shard(paths: list[Path], rank: int, world: int) -> list[Path]:
     """This rank's videos: largest first to the least-loaded rank (sizes balance the work), in input order."""
     if world <= 1:
@@ -799,26 +708,20 @@ def embed_videos(
     ``cfg`` replaces the weights' config (``overrides`` apply on top of the weights' config
     otherwise). ``corners`` (a corner file, a folder of ``<stem>.json``/``.csv`` or the corners as
     text) adds per-video arena correction of kind ``arena``, as in training (see
-    ``selfee.arena.apply_corners``). Finished videos are skipped unless ``overwrite``. Under
+    ``selfee.video.arena.apply_corners``). Finished videos are skipped unless ``overwrite``. Under
     ``torchrun`` each rank embeds its share of the videos on its own GPU; the ranks meet once at
     the end (over gloo, with :data:`DIST_TIMEOUT`), and a rank that fails before then reports it
     there, so that the others stop with its error instead of waiting; rank 0 writes
     ``manifest.json``. An ``embedder`` may be given directly (with ``cfg``); ``weights`` then only
     names it.
     """
-    from selfee.train import init_distributed
-    from selfee.video import expand_inputs
+    from selfee.video import check_stems, expand_inputs
 
-    out_dir = Path(out_dir)
-    _check_writable(out_dir)
+    out_dir = check_writable(out_dir)
     paths = expand_inputs(videos)
     if not paths:
         raise SelfeeError("no videos given")
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise SelfeeError(f"{p} and {stems[p.stem]} would both write '{p.stem}.npy'; embed them into different folders")
-        stems[p.stem] = p
+    check_stems(paths, "{stem}.npy")
 
     was_distributed = _dist_initialized()
     dist, dev = init_distributed(device or (cfg.embed.device if cfg else "auto"), timeout=DIST_TIMEOUT)
@@ -837,6 +740,8 @@ def embed_videos(
         if stopped:
             raise SelfeeError("embedding stopped on " + "; ".join(f"rank {r}: {e}" for r, e in stopped)
                               + " (the videos the other ranks finished are kept; rerun to do the rest)")
+        if not any(p["usable"] for p in parts):
+            raise SelfeeError(f"none of the {len(paths)} videos can be used (see the messages above)")
         order = {str(p): i for i, p in enumerate(paths)}
         results = [r for p in parts for r in p["results"]]
         new_frames = sum(p["new_frames"] for p in parts)
@@ -849,10 +754,10 @@ def embed_videos(
             "frames_embedded": new_frames,
             "seconds": elapsed,
             "fps": new_frames / elapsed if elapsed else 0.0,
-            "versions": _versions(),
+            "versions": versions(),
         }
         if dist.is_main:
-            atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+            atomic_write_json(out_dir / "manifest.json", manifest)
         return manifest
     finally:
         if dist.enabled:
@@ -867,9 +772,8 @@ def embed_videos(
 def _embed_share(dist, dev, paths, weights, out_dir, cfg, overrides, batch_size, backend, show_progress, window,
                  overwrite, embedder, corners, arena) -> dict:
     """This rank's part of :func:`embed_videos`: its videos embedded, its results and the run's settings."""
-    from selfee.checkpoint import file_sha256
     from selfee.data import make_sources
-    from selfee.video import probe_many
+    from selfee.video import open_inputs
 
     if embedder is None:
         # A checkpoint exported into the cache now is verified on frames of the first video.
@@ -889,10 +793,6 @@ def _embed_share(dist, dev, paths, weights, out_dir, cfg, overrides, batch_size,
     cfg = base
     if window is not None:
         cfg = cfg.replace(**{"embed.window": window})
-    if corners is not None:
-        from selfee.arena import apply_corners
-
-        cfg = apply_corners(cfg, paths, corners, arena)
     fixed = getattr(embedder, "fixed_size", None)  # a TensorRT engine's profile fixes the input size
     if fixed and tuple(fixed) != tuple(cfg.data.input_size):
         raise SelfeeError(f"{weights}: the engine takes {fixed[0]}x{fixed[1]} frames but data.input_size is "
@@ -903,13 +803,14 @@ def _embed_share(dist, dev, paths, weights, out_dir, cfg, overrides, batch_size,
     weights_hash = file_sha256(weights) if Path(weights).is_file() else str(weights)
 
     t_run = time.perf_counter()
-    mine = shard(paths, dist.rank, dist.world)
-    infos, bad = probe_many(mine, min_frames=cfg.data.min_frames)
-    failures = [{"video": e.path, "error": e.problem} for e in bad]
+    # this rank's share; bad videos (and bad corner entries) are reported and skipped
+    inputs = open_inputs(paths, cfg, corners=corners, arena=arena, min_frames=cfg.data.min_frames,
+                         select=lambda ps: shard(ps, dist.rank, dist.world), require=False)
+    cfg, infos, failures = inputs.cfg, inputs.videos, inputs.failed
     results = []
     new_frames = 0
     with _progress(show_progress and dist.is_main) as bar:
-        run_task = bar.add_task(f"{len(mine)} video(s)", total=sum(i.frames for i in infos), rate="")
+        run_task = bar.add_task(f"{len(infos) + len(failures)} video(s)", total=sum(i.frames for i in infos), rate="")
         for info in infos:
             try:
                 key = video_key(weights_hash, cfg, info.path, dtype, win)
@@ -941,7 +842,7 @@ def _embed_share(dist, dev, paths, weights, out_dir, cfg, overrides, batch_size,
         "window": win,
         "config": cfg.to_dict(),
     }
-    return {"results": results, "failures": failures, "new_frames": new_frames,
+    return {"results": results, "failures": failures, "usable": len(infos), "new_frames": new_frames,
             "elapsed": time.perf_counter() - t_run, "manifest": manifest}
 
 
@@ -1003,26 +904,3 @@ def _gather(dist, group, part: dict) -> list[dict]:
     parts: list = [None] * dist.world
     tdist.all_gather_object(parts, part, group=group)
     return parts
-
-
-def _versions() -> dict:
-    """Versions of what produced the embeddings (optional packages only if this run imported them)."""
-    import platform
-    import sys
-
-    from selfee import __version__
-
-    out = {"selfee_fast": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for name, module in (("av", "av"), ("dali", "nvidia.dali"), ("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")):
-        mod = sys.modules.get(module)
-        if mod is None and module == "av":
-            try:
-                import av as mod
-            except ImportError:
-                mod = None
-        if mod is not None:
-            out[name] = getattr(mod, "__version__", "unknown")
-    if torch.cuda.is_available():
-        out["cuda"] = torch.version.cuda
-        out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return out

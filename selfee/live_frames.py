@@ -63,17 +63,3 @@ def rgb_to_gray(rgb: torch.Tensor, channels_last: bool = False, chunk: int = 8) 
         y = (r * GRAY_FIXED[0] + g * GRAY_FIXED[1] + b * GRAY_FIXED[2] + 32768) >> 16
         out[i : i + chunk] = y.to(torch.uint8)
     return out
-
-
-def stack_live(frames: torch.Tensor, centers, k: int, run_start: int = 0, n_frames: int | None = None):
-    """Gather live frames from a run of consecutive grey frames.
-
-    ``frames``: T x H x W (uint8); frame ``i`` of the run is video frame ``run_start + i``.
-    ``centers``: video frame indices of the samples. ``n_frames``: frames in the video (default:
-    the run ends the video); the video starts at frame 0. Returns N x 3 x H x W.
-    """
-    n = run_start + frames.shape[0] if n_frames is None else n_frames
-    idx = neighbor_indices(centers, k, n) - run_start
-    if idx.min() < 0 or idx.max() >= frames.shape[0]:
-        raise IndexError("live frame needs frames outside the decoded run")
-    return frames[idx]  # N x 3 x H x W

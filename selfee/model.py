@@ -63,23 +63,17 @@ def predictor(dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
 
 
-# The original Selfee built its backbone with torchvision's ``pretrained=True``, which means the
-# IMAGENET1K_V1 weights (resnet50-0676ba61.pth), not today's DEFAULT (IMAGENET1K_V2 for ResNet-50).
-IMAGENET_WEIGHTS = "IMAGENET1K_V1"
-
-
-def backbone(arch: str, pretrained: bool = False) -> tuple[nn.Module, int]:
+def backbone(arch: str, weights: dict | None = None) -> tuple[nn.Module, int]:
     """A torchvision ResNet with ``fc`` replaced by Identity, and its feature width.
 
-    ``pretrained``: torchvision's IMAGENET1K_V1 weights (see :func:`selfee.checkpoint.imagenet_backbone`).
+    ``weights``: a state dict for it without ``fc`` (ImageNet weights come from
+    :func:`selfee.checkpoint.imagenet_backbone`).
     """
     net = getattr(torchvision.models, arch)(weights=None)
     dim = net.fc.in_features
     net.fc = nn.Identity()
-    if pretrained:
-        from selfee.checkpoint import imagenet_backbone  # local: checkpoint imports model
-
-        net.load_state_dict(imagenet_backbone(arch))
+    if weights is not None:
+        net.load_state_dict(weights)
     return net, dim
 
 
@@ -115,10 +109,10 @@ class SelfeeOutput(NamedTuple):
 class Selfee(nn.Module):
     """Backbone + projector (the Encoder), predictor and CLD head; optional BYOL target encoder."""
 
-    def __init__(self, cfg: ModelConfig, byol: bool = False, pretrained_backbone: bool = False):
+    def __init__(self, cfg: ModelConfig, byol: bool = False, backbone_weights: dict | None = None):
         super().__init__()
         self.cfg = cfg
-        net, feat_dim = backbone(cfg.arch, pretrained=pretrained_backbone)
+        net, feat_dim = backbone(cfg.arch, backbone_weights)
         self.encoder = Encoder(net, projector(feat_dim, cfg.proj_dim))
         self.predictor = predictor(cfg.proj_dim, cfg.pred_hidden)
         self.cld_head = CLDHead(cfg.proj_dim, cfg.cld_dim)
@@ -126,10 +120,6 @@ class Selfee(nn.Module):
         if byol:
             self.target = copy.deepcopy(self.encoder)
             self.target.requires_grad_(False)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.proj_dim
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> SelfeeOutput:
         # The views go through apart, as in the original: batch norm sees each view's statistics.
@@ -154,19 +144,6 @@ class Selfee(nn.Module):
             t.mul_(decay).add_(o.detach(), alpha=1 - decay)
         for t, o in zip(self.target.buffers(), self.encoder.buffers()):
             t.copy_(o)
-
-
-def build_model(cfg: ModelConfig, byol: bool = False) -> Selfee:
-    """The model with its configured initial weights (``none``, ``imagenet`` or a checkpoint)."""
-    from selfee.checkpoint import load_initial_weights  # local: checkpoint imports model
-
-    init = cfg.init.lower()
-    if init == "imagenet":  # a BYOL target starts as a copy of the pretrained encoder
-        return Selfee(cfg, byol=byol, pretrained_backbone=True)
-    model = Selfee(cfg, byol=byol)
-    if init != "none":
-        load_initial_weights(model, cfg.init)
-    return model
 
 
 class _LocalBatchNorm(nn.modules.batchnorm._BatchNorm):

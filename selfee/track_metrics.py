@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 
-from selfee.arena import Arena
 from selfee.errors import ConfigError
+from selfee.video.arena import Arena
 
 FILTERS = ("mean", "median", "none")
 OPEN_FIELD_ZONES = ("centre", "periphery")

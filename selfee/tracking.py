@@ -7,9 +7,9 @@ a threshold, and the largest 8-connected blob inside the arena; its centroid (an
 ellipse of its second moments) is the position. A frame without a blob of ``min_area`` pixels is
 marked as not found, never filled in.
 
-Frames are read as their luma plane straight from the decoder (no RGB conversion). For
-limited-range video (most H.264) luma spans 16-235, so the threshold, given in full-range grey
-levels, is scaled by 219/255. With an arena the blob is found in the decoded frame, restricted to
+Frames are read as their luma (``selfee.video.luma``: the plane straight from the decoder, no RGB
+conversion). For limited-range video (most H.264) luma spans 16-235, so the threshold, given in
+full-range grey levels, is scaled by 219/255. With an arena the blob is found in the decoded frame, restricted to
 the pixels the warped frame shows, and its pixels are mapped through the arena homography, so the
 positions are warped-arena pixels without warping every frame.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -30,19 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from selfee import track_metrics as tm
-from selfee.arena import Arena, unit_per_px
 from selfee.errors import ConfigError, SelfeeError, VideoError
-from selfee.video import VideoInfo, VideoReader
+from selfee.video import VideoInfo, VideoReader, luma
+from selfee.video.arena import Arena, unit_per_px
 
 log = logging.getLogger("selfee")
 
 POLARITIES = ("auto", "dark", "light", "any")
 BACKGROUNDS = ("median", "mean")
-# 8-bit pixel formats whose first plane is the luma (Y) plane.
-_Y_PLANE = {
-    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p",
-    "yuv411p", "yuv410p", "yuva420p", "nv12", "nv21", "nv16", "nv24", "gray",
-}  # fmt: skip
 _LIMITED = 219 / 255  # luma span of limited-range video, relative to full range
 
 
@@ -96,23 +90,6 @@ class TrackOptions:
 # ---------------------------------------------------------------------------------------------
 
 
-def luma(frame) -> np.ndarray:
-    """An av.VideoFrame's luma as H x W uint8 (a view of the decoder's buffer when possible)."""
-    if frame.format.name in _Y_PLANE:
-        p = frame.planes[0]
-        h = frame.height
-        return np.frombuffer(p, np.uint8, count=h * p.line_size).reshape(h, p.line_size)[:, : frame.width]
-    return frame.to_ndarray(format="gray")
-
-
-def limited_range(frame) -> bool:
-    """True when the frame's luma spans 16-235 (limited / MPEG range)."""
-    name = frame.format.name
-    if name not in _Y_PLANE or name == "gray" or name.startswith("yuvj"):
-        return False
-    return int(getattr(frame, "color_range", 0) or 0) != 2  # 2 = JPEG (full); unspecified YUV is limited
-
-
 def decoded_frames(reader: VideoReader, start: int, stop: int):
     """(index, av.VideoFrame) in [start, stop), through the project's one decoding path."""
     for i, frame in reader.frames(start):
@@ -142,8 +119,8 @@ def _keyframes(info: VideoInfo, start: int, stop: int) -> tuple[list[int], list[
                     break
                 if i >= start:
                     idx.append(i)
-                    frames.append(luma(frame).copy())
-                    limited = limited_range(frame)
+                    y, limited = luma(frame)
+                    frames.append(y.copy())
     except av.error.FFmpegError as exc:
         log.debug("%s: keyframe-only decoding failed (%s); sampling sequentially", info.path, exc)
         return [], [], True
@@ -163,8 +140,8 @@ def sample_frames(info: VideoInfo, start: int, stop: int, n: int) -> tuple[list[
         for i, frame in decoded_frames(reader, start, stop):
             if i in targets:
                 idx.append(i)
-                frames.append(luma(frame).copy())
-                limited = limited_range(frame)
+                y, limited = luma(frame)
+                frames.append(y.copy())
     return idx, frames, limited
 
 
@@ -310,7 +287,7 @@ class Track:
 def track_video(info: VideoInfo, pcfg, opts: TrackOptions = TrackOptions(),
                 on_frames: Callable[[int], None] | None = None) -> Track:
     """Track one video over its preprocessing window (``pcfg``: its PreprocessConfig)."""
-    from selfee.preprocess import frame_window, roi_box
+    from selfee.video.preprocess import frame_window, roi_box
 
     t0 = time.perf_counter()
     start, stop = frame_window(pcfg, info)
@@ -348,7 +325,7 @@ def track_video(info: VideoInfo, pcfg, opts: TrackOptions = TrackOptions(),
     done = 0
     with VideoReader(info) as reader:
         for i, frame in decoded_frames(reader, start, stop):
-            r = detector(luma(frame))
+            r = detector(luma(frame)[0])
             if r is not None:
                 j = i - start
                 xy[j] = r[:2]
@@ -512,21 +489,19 @@ def track_videos(
     """``selfee-fast track``: per video ``<stem>_track.csv`` (+ PNG), then ``summary.csv`` and ``manifest.json``.
 
     ``cfg`` (a SelfeeConfig) gives each video's time window, ROI and arena; ``corners`` adds arenas
-    (see :func:`selfee.arena.apply_corners`; ``kind`` for corners that name none). Bad videos are
+    (see :func:`selfee.video.arena.apply_corners`; ``kind`` for corners that name none). Bad videos are
     reported and skipped.
     """
     from selfee.cli_utils import progress as make_progress
     from selfee.config import SelfeeConfig
-    from selfee.embed import atomic_write_text
-    from selfee.prepare import failure, open_inputs
-    from selfee.preprocess import frame_window
+    from selfee.fileio import atomic_write, atomic_write_json, check_writable
+    from selfee.prepare import failure
+    from selfee.runtime import versions
+    from selfee.video import frame_window, open_inputs
 
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SelfeeError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
-    cfg, infos, failures = open_inputs(videos, cfg or SelfeeConfig(), corners, kind, "{stem}_track.csv")
+    out_dir = check_writable(out_dir)
+    inputs = open_inputs(videos, cfg or SelfeeConfig(), corners=corners, arena=kind, writes="{stem}_track.csv")
+    cfg, infos, failures = inputs.cfg, inputs.videos, inputs.failed
     results, rows = [], []
     with make_progress() as bar:
         run_task = bar.add_task("videos", total=len(infos) + len(failures), completed=len(failures), rate="")
@@ -538,7 +513,7 @@ def track_videos(
                 bar.update(task, total=stop - start)
                 track = track_video(info, pcfg, opts, on_frames=lambda k, task=task: bar.advance(task, k))
                 stem = info.path.stem
-                atomic_write_text(out_dir / f"{stem}_track.csv", track_csv(track))
+                atomic_write(out_dir / f"{stem}_track.csv", track_csv(track))
                 if opts.plot:
                     plot_track(track, out_dir / f"{stem}_track.png", opts)
                 row = summary_row(track, opts)
@@ -555,21 +530,7 @@ def track_videos(
             bar.remove_task(task)
             bar.advance(run_task)
     if rows:
-        atomic_write_text(out_dir / "summary.csv", summary_csv(rows))
-    manifest = {"options": asdict(opts), "videos": results, "failed": failures, "versions": _versions()}
-    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+        atomic_write(out_dir / "summary.csv", summary_csv(rows))
+    manifest = {"options": asdict(opts), "videos": results, "failed": failures, "versions": versions()}
+    atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest
-
-
-def _versions() -> dict:
-    import platform
-
-    from selfee import __version__
-
-    out = {"selfee_fast": __version__, "numpy": np.__version__, "python": platform.python_version()}
-    for name in ("av", "cv2"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            pass
-    return out

@@ -10,31 +10,28 @@ metrics, atomic checkpoints with everything needed to resume exactly, Ctrl-C saf
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from selfee import __version__
-from selfee.checkpoint import FORMAT, VERSION, atomic_save, checkpoint_config, load_checkpoint, load_state
+from selfee.checkpoint import build_model, checkpoint_config, checkpoint_dict, load_checkpoint, load_state
 from selfee.config import SelfeeConfig
 from selfee.errors import SelfeeError
+from selfee.fileio import atomic_save, atomic_write_json, check_writable
 from selfee.losses import cld_weight, collapse_level, selfee_loss
-from selfee.model import Selfee, build_model
+from selfee.model import Selfee
+from selfee.runtime import DistInfo, init_distributed, resolve_amp, resolve_device, versions
 from selfee.schedule import optim_schedule
 
 log = logging.getLogger("selfee")
@@ -63,43 +60,8 @@ class TrainingDiverged(SelfeeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices, precision, distributed
+# Batches over processes
 # ---------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SelfeeError(f"device '{name}' requested but no CUDA GPU is available (use --device cpu)")
-    return dev
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = full fp32)."""
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    if amp == "off":
-        return None
-    if amp == "fp16" and device.type != "cuda":
-        raise SelfeeError("amp=fp16 needs a CUDA GPU; on CPU use amp=off or amp=bf16")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
 
 
 def check_batch(cfg: SelfeeConfig, world: int) -> None:
@@ -114,30 +76,6 @@ def check_batch(cfg: SelfeeConfig, world: int) -> None:
             f"loss.clusters={k} (k-means groups each process's batch): use optim.batch_size >= {k * world} "
             "or fewer clusters"
         )
-
-
-def init_distributed(device_name: str, timeout: timedelta | None = None) -> tuple[DistInfo, torch.device]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick this rank's device.
-
-    ``timeout`` (default: PyTorch's, 10 minutes for NCCL) bounds how long a collective waits for
-    the other ranks; ``embed`` gives a long one, since its ranks finish at different times.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo(), resolve_device(device_name)
-    import torch.distributed as dist
-
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name != "cpu"
-    if use_cuda:  # before the process group, so that NCCL binds this rank to its own GPU
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", **({"timeout": timeout} if timeout else {}))
-    if use_cuda:
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    return DistInfo(rank, world, local), device
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,18 +186,9 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _np_state()}
         if torch.cuda.is_available() and self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "selfee_fast": __version__,
-            "step": self.step,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"step": self.step, "kind": "one_cycle"},
-            "scaler": self.scaler.state_dict(),
-            "config": self.cfg.to_dict(),
-            "rng": rng,
-        }
+        return checkpoint_dict(self.model, self.cfg, step=self.step, optimizer=self.optimizer.state_dict(),
+                               scheduler={"step": self.step, "kind": "one_cycle"}, scaler=self.scaler.state_dict(),
+                               rng=rng)
 
     def save(self, name: str | None = None) -> Path | None:
         """Write ``step{N}.pt`` (or ``name``) and ``last.pt`` atomically; rank 0 only."""
@@ -536,10 +465,11 @@ def run_training(
     """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise.
 
     ``corners`` (a corner file, a folder of ``<stem>.json``/``.csv`` or the corners as text) adds
-    per-video arena correction of kind ``arena`` (see ``selfee.arena.apply_corners``).
+    per-video arena correction of kind ``arena`` (see ``selfee.video.arena.apply_corners``). Videos that
+    cannot be used are reported and skipped (``selfee.video.open_inputs``).
     """
-    from selfee.data import build_pipeline, make_sources_many
-    from selfee.video import expand_inputs, probe_many
+    from selfee.data import build_pipeline, make_sources
+    from selfee.video import open_inputs
 
     out_dir = Path(out_dir)
     if resume:
@@ -552,27 +482,21 @@ def run_training(
         cfg = saved
     dist, device = init_distributed(cfg.train.device)
     if dist.is_main:  # only rank 0 writes into the run folder
-        _check_writable(out_dir)
+        check_writable(out_dir)
     check_batch(cfg, dist.world)
 
     sources = []
     if cfg.train.pipeline != "synthetic":
-        paths = expand_inputs(videos)
-        if not paths:
-            raise SelfeeError("no videos given")
-        if corners is not None and not resume:
-            from selfee.arena import apply_corners
-
-            cfg = apply_corners(cfg, paths, corners, arena)
-        infos, bad = probe_many(paths, min_frames=cfg.data.min_frames, decode_check=True)
-        sources, bad_windows = make_sources_many(infos, cfg, cache_dir=out_dir / "backgrounds")
-        bad += bad_windows
-        if not sources:
-            raise SelfeeError(f"none of the {len(paths)} videos can be used (see the messages above)")
+        # Bad videos (and bad corner entries) are reported and skipped; none usable is an error.
+        inputs = open_inputs(videos, cfg, corners=None if resume else corners, arena=arena,
+                             min_frames=cfg.data.min_frames)
+        cfg = inputs.cfg
+        sources = make_sources(inputs.videos, cfg, cache_dir=out_dir / "backgrounds")
         if dist.enabled:
             _share_backgrounds(sources, dist)
         log.info(
-            "training on %d videos (%d frames); %d skipped", len(sources), sum(s.frames for s in sources), len(bad)
+            "training on %d videos (%d frames); %d skipped", len(sources), sum(s.frames for s in sources),
+            len(inputs.failures)
         )
 
     # The trainer's global config (for the schedule); pipelines draw per-rank batches.
@@ -599,19 +523,16 @@ def run_training(
         eval_start = trainer.step // cfg.train.eval_every
         eval_pipe = build_pipeline(local_cfg, sources, device, "eval", eval_start, dist.rank, dist.world)
     if dist.is_main:
-        (out_dir / "run.json").write_text(
-            json.dumps(
-                {
-                    "videos": [str(s.info.path) for s in sources],
-                    "pipeline": train_pipe.name,
-                    "device": str(device),
-                    "world_size": dist.world,
-                    "selfee_fast": __version__,
-                    "torch": torch.__version__,
-                },
-                indent=2,
-            )
-        )
+        v = versions()
+        atomic_write_json(out_dir / "run.json", {
+            "videos": [str(s.info.path) for s in sources],
+            "pipeline": train_pipe.name,
+            "device": str(device),
+            "world_size": dist.world,
+            "selfee_fast": v["selfee_fast"],
+            "torch": v["torch"],
+            "versions": v,
+        })
     try:
         last = trainer.fit(train_pipe, eval_pipe, show_progress=show_progress)
     finally:
@@ -643,13 +564,3 @@ def _share_backgrounds(sources, dist: DistInfo) -> None:
     if not dist.is_main:
         for s in need:
             s.pre.background()
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out_dir)  # a unique name: runs may share a folder
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise SelfeeError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None

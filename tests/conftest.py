@@ -34,21 +34,13 @@ def real_video(shared: Path, name: str) -> Path:
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264", pix_fmt: str = "yuv420p",
                 **options) -> Path:
-    """Encode T x H x W x 3 uint8 frames with PyAV (small test videos, made in tmp_path)."""
-    import av
+    """Encode T x H x W x 3 uint8 frames (small test videos, made in tmp_path) with the project's writer."""
+    from selfee.video import VideoWriter
 
-    opts = {"g": "16", "bf": "0", "sc_threshold": "0"} if codec == "libx264" else {}
-    opts.update({k: str(v) for k, v in options.items()})
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = pix_fmt
-        stream.options = opts
-        for f in frames:
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
+    opts = {"g": 16, "bf": 0, "sc_threshold": 0} if codec == "libx264" else {}
+    opts.update(options)
+    with VideoWriter(path, fps, codec, pix_fmt, options=opts) as out:
+        out.write_many(frames)
     return path
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from selfee.analysis import io, plots
-from selfee.analysis.distance import DEFAULT_BLOCK_ELEMS, BlockStats, min_cosine_distance, resolve_device
+from selfee.analysis.distance import DEFAULT_BLOCK_ELEMS, BlockStats, min_cosine_distance
 from selfee.errors import SelfeeError
+from selfee.runtime import resolve_device
 
 log = logging.getLogger("selfee")
 
@@ -149,7 +150,7 @@ def detect(
     """Score the query videos, set the threshold, write scores, ranges, plots (and optionally a clip)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    opts = replace(opts, device=resolve_device(opts.device))
+    opts = replace(opts, device=str(resolve_device(opts.device)))  # the outputs record where it ran
     reference, errors = io.list_videos(reference_dir)
     query, errs = io.list_videos(query_dir)
     errors += errs
@@ -261,33 +262,22 @@ def write_clip(videos_dir: Path, v: VideoScores, ranges: list[tuple[int, int]], 
     """An MP4 of the anomalous frames (in order, at most ``max_frames``), scaled to at most ``max_side`` px."""
     if not ranges:
         return None
-    from selfee._deps import require
-    from selfee.video import VideoReader, probe
-
-    av = require("av", "anomaly clips")
     import torch
     import torch.nn.functional as F
+
+    from selfee.video import VideoReader, VideoWriter, probe
 
     info = probe(find_video(videos_dir, v.stem))
     scale = min(1.0, max_side / max(info.width, info.height))
     h, w = (int(round(info.height * scale)) // 2 * 2, int(round(info.width * scale)) // 2 * 2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with av.open(str(path), "w") as container, VideoReader(info) as reader:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
-                                      rate=max(1, round(info.fps or 25)))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    with VideoWriter(path, max(1, round(info.fps or 25))) as out, VideoReader(info) as reader:
         for r0, r1 in ranges:
             for _, rgb in reader.iter_frames(int(v.frames[r0]), int(v.frames[r1 - 1]) + 1):
-                if written >= max_frames:
+                if out.frames >= max_frames:
                     break
                 t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
                 t = F.interpolate(t, size=(h, w), mode="bilinear", antialias=True)[0]
-                img = t.round().clamp(0, 255).byte().permute(1, 2, 0).contiguous().numpy()
-                for pkt in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    container.mux(pkt)
-                written += 1
-        for pkt in stream.encode():
-            container.mux(pkt)
-    log.info("%s: %d anomalous frames written", path, written)
+                out.write(t.round().clamp(0, 255).byte().permute(1, 2, 0).contiguous().numpy())
+    log.info("%s: %d anomalous frames written", path, out.frames)
     return path

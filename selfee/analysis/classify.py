@@ -302,11 +302,11 @@ def classify(
     max_ethogram_rows: int = 12,
 ) -> ClassifyResult:
     """Leave-one-video-out k-NN classification; writes metrics, predictions and plots to ``out_dir``."""
-    from selfee.analysis.distance import resolve_device
+    from selfee.runtime import resolve_device
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    opts = replace(opts, device=resolve_device(opts.device))
+    opts = replace(opts, device=str(resolve_device(opts.device)))  # the outputs record where it ran
     items, errors = load_labelled(Path(embed_dir), Path(labels_dir), segments)
     if len(items) < 2:
         raise SelfeeError(

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from selfee.errors import SelfeeError
-
 DEFAULT_BLOCK_ELEMS = 1 << 24  # 16 M similarities = 64 MiB in float32 per block
 
 
@@ -26,25 +24,6 @@ def to_unit(x, device: torch.device | str = "cpu") -> torch.Tensor:
     t = torch.from_numpy(np.array(x, dtype=np.float32, order="C")) if isinstance(x, np.ndarray) else x
     t = t.to(device=device, dtype=torch.float32)
     return torch.nn.functional.normalize(t, dim=1, eps=1e-12)
-
-
-def resolve_device(name: str | torch.device) -> str:
-    """``auto`` (the GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` -> the device used.
-
-    Resolved once per command (see :func:`selfee.train.resolve_device`), so the outputs record
-    where the distances ran; an unknown name or a missing GPU is a one-line SelfeeError.
-    """
-    from selfee.train import resolve_device as _resolve
-
-    if isinstance(name, torch.device):
-        return str(name)
-    try:
-        dev = _resolve(str(name).strip().lower())
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise SelfeeError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)")
-    return str(dev)
 
 
 @dataclass
@@ -86,9 +65,9 @@ def cosine_topk(
     ``n_query x k`` on the CPU, best first; missing neighbours have similarity -inf and index -1.
     ``on_rows(n)`` is called after each block of ``n`` query rows (for progress bars).
     """
-    from selfee.train import resolve_device
+    from selfee.runtime import resolve_device
 
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     parts = [refs] if isinstance(refs, np.ndarray) else list(refs)
     nq = len(query)
     if exclude_radius is not None:

@@ -58,13 +58,11 @@ def embed_with(embedder, videos, cfg, out_dir: Path, batch_size: int) -> Path:
     """Embed ``videos`` with any Embedder into ``out_dir`` (same files as ``selfee-fast embed``)."""
     from selfee.data import make_sources
     from selfee.embed import embed_video
-    from selfee.video import expand_inputs, probe_many
+    from selfee.video import open_inputs
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    infos, bad = probe_many(expand_inputs(videos), min_frames=cfg.data.min_frames)
-    if bad:
-        raise SelfeeError(f"{bad[0]}")
-    results = [embed_video(src, cfg, embedder, out_dir, batch_size) for src in make_sources(infos, cfg)]
+    inputs = open_inputs(videos, cfg, min_frames=cfg.data.min_frames)  # bad videos: reported and skipped
+    results = [embed_video(src, cfg, embedder, out_dir, batch_size) for src in make_sources(inputs.videos, cfg)]
     with open(out_dir / "manifest.json", "w") as fh:
         json.dump({"embedder": embedder.name, "videos": results, "config": cfg.to_dict()}, fh, indent=2, default=str)
     return out_dir

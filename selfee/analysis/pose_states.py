@@ -316,9 +316,8 @@ def write_pose_crop(
     full video apply to it unchanged. ``track``: ``male`` (as :func:`pick_male` finds it), a track
     name or an index.
     """
-    from selfee.video import VideoReader, probe
+    from selfee.video import VideoReader, VideoWriter, probe
 
-    av = require("av", "writing cropped videos")
     info = probe(video)
     pose = read_sleap_h5(h5)
     if len(pose.xy) != info.frames:
@@ -334,21 +333,12 @@ def write_pose_crop(
     out = Path(out_dir) / f"{Path(video).stem}.mp4"
     out.parent.mkdir(parents=True, exist_ok=True)
     h = size // 2
-    with av.open(str(out), "w") as container, VideoReader(info) as reader:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",
-                                      rate=info.fps and round(info.fps) or 25)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
+    with VideoWriter(out, info.fps and round(info.fps) or 25, crf=crf) as writer, VideoReader(info) as reader:
         canvas = np.zeros((info.height + size, info.width + size, 3), np.uint8)  # padded by h on every side
         for i, rgb in reader.iter_frames(0, info.frames):
             cx, cy = np.round(centres[min(i, len(centres) - 1)]).astype(int)
             cx, cy = int(np.clip(cx, 0, info.width - 1)), int(np.clip(cy, 0, info.height - 1))
             canvas[h : h + info.height, h : h + info.width] = rgb
-            crop = np.ascontiguousarray(canvas[cy : cy + size, cx : cx + size])
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")):
-                container.mux(pkt)
-        for pkt in stream.encode():
-            container.mux(pkt)
+            writer.write(canvas[cy : cy + size, cx : cx + size])
     log.info("%s: %dx%d crop following %s", out, size, size, pose.tracks[t])
     return out

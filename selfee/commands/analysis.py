@@ -242,10 +242,10 @@ def register(app: typer.Typer) -> None:
         Embeds the videos three ways into OUT/embed_<method>/ (the trained weights' live frames, input size and preprocessing for all three), runs the same k-NN cross-validation as 'classify' (leave one video out, or one segment with --segments) on each into OUT/classify_<method>/, and writes OUT/evaluation.csv, evaluation.json and evaluation.png (macro F1, mAP and accuracy per method).
         """
         from selfee.analysis.classify import KnnOptions
-        from selfee.analysis.distance import resolve_device
         from selfee.analysis.evaluate import evaluate
+        from selfee.runtime import resolve_device
 
-        device = resolve_device(device)  # once, for the embedding and the k-NN alike
+        device = str(resolve_device(device))  # once, for the embedding and the k-NN alike
         opts = KnnOptions(k=k, features=features, feature_window=feature_window, smooth=smooth,
                           smooth_window=smooth_window, gap=gap, device=device)
         res = evaluate(videos, labels, weights, out, opts, segments=segments, pixel_size=pixel_size, seed=seed,

@@ -87,12 +87,12 @@ def test_device_auto_is_the_default_and_resolves_to_the_gpu_or_the_cpu(two_group
 
     from selfee.analysis.anomaly import AnomalyOptions
     from selfee.analysis.classify import KnnOptions
-    from selfee.analysis.distance import resolve_device
     from selfee.errors import SelfeeError
+    from selfee.runtime import resolve_device
 
     here = "cuda" if torch.cuda.is_available() else "cpu"
     assert KnnOptions().device == AnomalyOptions().device == "auto"
-    assert resolve_device("auto") == here and resolve_device("CPU") == "cpu"
+    assert str(resolve_device("auto")) == here and str(resolve_device("CPU")) == "cpu"
     with pytest.raises(SelfeeError, match="unknown device 'gpu'"):
         resolve_device("gpu")
     t = two_groups
@@ -155,8 +155,9 @@ def test_evaluate_compares_trained_untrained_and_pixels(tmp_path):
 
     from selfee.analysis.classify import KnnOptions
     from selfee.analysis.evaluate import evaluate
-    from selfee.checkpoint import atomic_save
+    from selfee.checkpoint import checkpoint_dict
     from selfee.config import SelfeeConfig
+    from selfee.fileio import atomic_save
     from selfee.model import Selfee
 
     frames = numbered_frames(40, 32, 32)
@@ -166,8 +167,7 @@ def test_evaluate_compares_trained_untrained_and_pixels(tmp_path):
     (tmp_path / "labels" / "clip.txt").write_text("1 20 left\n21 40 right\n")
     cfg = SelfeeConfig.load(preset="tiny", overrides=["data.input_size=[32,32]", "embed.batch_size=16"])
     torch.manual_seed(1)
-    atomic_save({"format": "selfee-fast", "version": 1, "model": Selfee(cfg.model).state_dict(), "config": cfg.to_dict()},
-                tmp_path / "w.pt")
+    atomic_save(checkpoint_dict(Selfee(cfg.model), cfg), tmp_path / "w.pt")
     res = evaluate([tmp_path / "vids" / "clip.mp4"], tmp_path / "labels", tmp_path / "w.pt", tmp_path / "ev",
                    KnnOptions(k=5, smooth="none", gap=2), segments=4, pixel_size=4, device="cpu")
     assert [r["method"] for r in res.table] == ["trained", "untrained", "pixels"]

@@ -9,11 +9,12 @@ import torch
 
 from conftest import numbered_frames, write_video
 from selfee.augment import resize_uint8
-from selfee.checkpoint import atomic_save
+from selfee.checkpoint import checkpoint_dict
 from selfee.config import SelfeeConfig
 from selfee.data import make_sources
 from selfee.embed import NpyStreamWriter, embed_videos, iter_embed_batches
 from selfee.errors import SelfeeError
+from selfee.fileio import atomic_save
 from selfee.live_frames import neighbor_indices
 from selfee.model import Selfee
 from selfee.video import frame_to_grey, probe
@@ -34,7 +35,7 @@ def weights(tmp_path_factory):
     torch.manual_seed(0)
     model = Selfee(CFG.model).eval()
     path = tmp_path_factory.mktemp("w") / "tiny.pt"
-    atomic_save({"format": "selfee-fast", "version": 1, "model": model.state_dict(), "config": CFG.to_dict()}, path)
+    atomic_save(checkpoint_dict(model, CFG), path)
     return path, model
 
 

@@ -5,10 +5,9 @@ import pytest
 import torch
 import torchvision
 
-from selfee.checkpoint import imagenet_backbone
+from selfee.checkpoint import build_model, imagenet_backbone
 from selfee.config import ModelConfig
 from selfee.errors import SelfeeError
-from selfee.model import build_model
 
 
 def test_offline_without_cache_says_where_to_put_the_file(monkeypatch, tmp_path):

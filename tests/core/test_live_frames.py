@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from selfee.live_frames import neighbor_index, neighbor_indices, rgb_to_gray, rgb_to_gray_np, stack_live
+from selfee.live_frames import neighbor_index, neighbor_indices, rgb_to_gray, rgb_to_gray_np
 
 
 def test_neighbor_indices_interior_and_edges():
@@ -39,10 +39,11 @@ def test_gray_of_grey_is_identity():
     assert (rgb_to_gray(v)[0] == v[0, 0]).all()
 
 
-def test_stack_live_channels_are_past_current_future():
+def test_live_frames_gathered_from_a_decoded_run_are_past_current_future():
+    """The gather the loaders make: neighbour indices shifted into a run of decoded frames."""
     frames = torch.arange(20, dtype=torch.uint8).view(20, 1, 1).expand(20, 4, 4).contiguous()
-    # run holds video frames 5..14 of a 20-frame video
-    live = stack_live(frames[5:15], torch.tensor([7, 12]), k=2, run_start=5, n_frames=20)
+    run, start = frames[5:15], 5  # the run holds video frames 5..14 of a 20-frame video
+    live = run[neighbor_indices(torch.tensor([7, 12]), 2, 20) - start]
     assert live[:, :, 0, 0].tolist() == [[5, 7, 9], [10, 12, 14]]
-    end = stack_live(frames, torch.tensor([19, 0]), k=3)
+    end = frames[neighbor_indices(torch.tensor([19, 0]), 3, 20)]
     assert end[:, :, 0, 0].tolist() == [[16, 19, 19], [0, 0, 3]]

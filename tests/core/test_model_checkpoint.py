@@ -7,9 +7,10 @@ import torchvision
 from torch import nn
 
 from conftest import numbered_frames, write_video
-from selfee.checkpoint import atomic_save, convert_file, convert_original, load_checkpoint, load_model
+from selfee.checkpoint import convert_file, convert_original, load_checkpoint, load_model
 from selfee.config import ModelConfig
 from selfee.errors import SelfeeError
+from selfee.fileio import atomic_save
 from selfee.model import NormedLinear, Selfee
 
 TINY = ModelConfig(arch="resnet18", proj_dim=64, pred_hidden=16, cld_dim=32, init="none")

@@ -27,12 +27,11 @@ from selfee.data import (
     Sampler,
     VideoSource,
     make_sources,
-    make_sources_many,
     split_range,
 )
 from selfee.errors import SelfeeError, VideoError
 from selfee.live_frames import neighbor_indices
-from selfee.video import VideoReader, frame_to_grey, probe, probe_many
+from selfee.video import VideoReader, frame_to_grey, open_inputs, probe, probe_many
 
 DEFAULTS = SelfeeConfig().data
 
@@ -302,12 +301,12 @@ def test_unusable_windows_and_rois_are_reported_per_video(damaged, tmp_path, cap
         "roi.mp4": {"roi": [500, 500, 10, 10]},  # outside the 64 x 48 frame
     }
     cfg = SelfeeConfig.load(overrides=[f"data.videos={over}".replace("'", '"')])
-    infos = [probe(tmp_path / n) for n in names] + [probe(good)]
     with pytest.raises(VideoError, match="roi.mp4: roi"):
-        make_sources([infos[2]], cfg)
+        make_sources([probe(tmp_path / "roi.mp4")], cfg)
     with caplog.at_level(logging.ERROR, logger="selfee"):
-        sources, bad = make_sources_many(infos, cfg)
-    assert [s.name for s in sources] == ["fine.mp4"]
+        inputs = open_inputs([tmp_path / n for n in names] + [good], cfg, min_frames=cfg.data.min_frames)
+    assert [i.path.name for i in inputs.videos] == ["fine.mp4"]
+    bad = inputs.failures
     msgs = [r.getMessage() for r in caplog.records]
     assert len(bad) == 3 and len(msgs) == 3 and msgs == [str(e) for e in bad]
     for name, msg in zip(names, msgs):

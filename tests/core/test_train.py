@@ -17,7 +17,8 @@ from conftest import numbered_frames, write_video
 from selfee.config import SelfeeConfig
 from selfee.data import TorchPipeline, ViewBatch, make_sources
 from selfee.errors import SelfeeError
-from selfee.train import DistInfo, Trainer, TrainingDiverged, check_batch, resolve_amp, run_training
+from selfee.runtime import DistInfo, resolve_amp
+from selfee.train import Trainer, TrainingDiverged, check_batch, run_training
 from selfee.video import probe
 
 TINY = [
@@ -135,7 +136,7 @@ def _ddp_worker(rank, world, port, video, out, device_name="cpu", extra=()):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from selfee.train import init_distributed
+    from selfee.runtime import init_distributed
 
     cfg = tiny_cfg("optim.steps=3", "train.checkpoint_every=3", "optim.batch_size=16", f"train.device={device_name}",
                    *extra)

@@ -168,6 +168,27 @@ def test_grey_is_the_luma_of_the_rgb_frame(tmp_path):
     assert (frame_to_grey(f) == rgb_to_gray_np(frames[0])).all()
 
 
+def test_luma_is_the_plane_at_its_range_and_grey_expands_it():
+    """``luma``: the decoder's Y plane as it is, flagged limited unless the format or the frame says
+    full range; ``frame_to_grey`` maps limited 16..235 onto 0..255 (round((y - 16) * 255 / 219), clipped)."""
+    from selfee.live_frames import rgb_to_gray_np
+    from selfee.video import luma
+
+    y = np.arange(96, dtype=np.uint8).reshape(8, 12) * 2 + 10
+    for fmt, rng, limited in (("yuv420p", 0, True), ("yuv420p", 1, True), ("yuv420p", 2, False),
+                              ("yuvj420p", 0, False), ("gray", 0, False)):
+        f = av.VideoFrame(12, 8, fmt)
+        f.color_range = rng
+        f.planes[0].update(np.pad(y, ((0, 0), (0, f.planes[0].line_size - 12))).tobytes())
+        plane, lim = luma(f)
+        assert (plane == y).all() and lim == limited, fmt
+        ref = np.clip(np.floor((y.astype(float) - 16) * 255 / 219 + 0.5), 0, 255) if limited else y
+        assert (frame_to_grey(f) == ref).all(), fmt
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    plane, lim = luma(av.VideoFrame.from_ndarray(rgb, format="rgb24"))
+    assert not lim and (plane == rgb_to_gray_np(rgb)).all()
+
+
 @pytest.mark.realdata
 def test_grey_on_real_videos(shared_data):
     from selfee.live_frames import rgb_to_gray_np

@@ -49,15 +49,4 @@ def test_environment_reads_versions_from_package_metadata_without_importing(monk
     env = timing.environment()
     assert "onnxruntime" not in sys.modules and "tensorrt" not in sys.modules
     assert env["onnxruntime"] == importlib.metadata.version("onnxruntime") and env["torch"] == torch.__version__
-
-    installed = {"tensorrt-cu12": "10.9.0.34", "onnxruntime-gpu": "1.22.0", "nvidia-dali-cuda120": "1.50.0"}
-
-    def version(dist):
-        if dist not in installed:
-            raise importlib.metadata.PackageNotFoundError(dist)
-        return installed[dist]
-
-    monkeypatch.setattr(importlib.metadata, "version", version)
-    assert (timing._version("tensorrt"), timing._version("onnxruntime"), timing._version("dali")) == (
-        "10.9.0.34", "1.22.0", "1.50.0")
-    assert timing._version("av") is None
+    assert "tensorrt" in env and "dali" in env  # None where not installed (tests/core/test_runtime.py: which ones)

@@ -85,7 +85,7 @@ def test_rows_go_to_disk_as_they_come(tmp_path):
     for i in range(50):
         frames = np.arange(i * 100, (i + 1) * 100)
         out.write(frames, frames / 30.0, np.ones((100, 64), np.float32))
-    out.csv.flush()
+    out.csv.file.flush()
     assert (tmp_path / "v.npy.partial").stat().st_size >= 5000 * 64 * 4
     assert (tmp_path / "v.csv.partial").stat().st_size > 5000 * 8
     assert not (tmp_path / "v.npy").exists()
@@ -222,9 +222,9 @@ def test_csv_index_edge_cases():
 
 
 def test_embed_with_arena_corners_warps_each_video_as_training_does(tiny, clip, tmp_path):
-    """--corners/--arena on embed: the same per-video arena entries as train (selfee.arena.apply_corners); the
+    """--corners/--arena on embed: the same per-video arena entries as train (selfee.video.arena.apply_corners); the
     embeddings are those of the warped live frames, one row per decoded frame, and the manifest keeps the arena."""
-    from selfee.arena import apply_corners
+    from selfee.video.arena import apply_corners
 
     corners = "6,4 58,8 56,44 8,40"
     out = tmp_path / "emb"

@@ -13,7 +13,7 @@ from selfee._deps import available
 from selfee.cli import app
 from selfee.embed import load_embedder
 from selfee.errors import SelfeeError
-from selfee.export.exporter import check_options, export_checkpoint, verification_frames
+from selfee.export.exporter import check_options, export_checkpoint, verification_sets
 from selfee.export.graph import random_frames
 from selfee.export.verify import cosine_rows
 
@@ -40,7 +40,7 @@ def test_round_trip_matches_eager_and_carries_the_config(tiny, exports, fmt):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
         assert cosine_min(got, ref) >= 0.9999
     assert cfg.data == CFG.data and cfg.model == CFG.model  # input size, live frames, frame interval, ...
-    from selfee.checkpoint import file_sha256
+    from selfee.fileio import file_sha256
 
     assert embedder.meta["checkpoint_sha256"] == file_sha256(path)
     sidecar = json.loads(open(exports[fmt] + ".json").read())
@@ -86,7 +86,7 @@ def test_real_frames_verify_the_export(tiny, exports, tmp_path):
     from selfee.export.verify import verify_export
 
     video = write_video(tmp_path / "v.mp4", numbered_frames(40))
-    inputs = verification_frames(CFG, 6, [video])
+    inputs, _ = verification_sets(CFG, 6, [video])
     assert set(inputs) == {"random", "real"} and inputs["real"].shape == (6, 3, 32, 48)
     embedder, _ = load_embedder(exports["onnx"], device="cpu")
     result = verify_export("onnx", embedder, tiny[1].encoder, inputs, "fp32")
@@ -194,7 +194,7 @@ def test_two_processes_exporting_the_same_checkpoint_at_once(tiny, tmp_path):
 
 
 def test_cached_export_takes_the_file_another_process_finished_first(tiny, tmp_path, monkeypatch):
-    from selfee.export import exporter, runtime
+    from selfee.export import exporter
 
     monkeypatch.setenv("SELFEE_CACHE", str(tmp_path))
 
@@ -204,7 +204,7 @@ def test_cached_export_takes_the_file_another_process_finished_first(tiny, tmp_p
         raise FileNotFoundError("our temporary file is gone")
 
     monkeypatch.setattr(exporter, "export_checkpoint", raced)
-    assert runtime.cached_export(tiny[0], "onnx").read_bytes() == b"theirs"
+    assert exporter.cached_export(tiny[0], "onnx").read_bytes() == b"theirs"
 
 
 def test_cosine_rows_reference():

@@ -91,21 +91,18 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> int:
 
 def transcode(src, dst, frames: int, codec: str = "libvpx-vp9"):
     """The first ``frames`` decoded frames of ``src`` re-encoded with ``codec`` (YUV passed as decoded, no RGB)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+    from selfee.video import VideoWriter
+
+    with av.open(str(src)) as inp:
         s_in = inp.streams.video[0]
         rate = round(float(s_in.average_rate or 25))
-        s = out.add_stream(codec, rate=rate)
-        s.width, s.height, s.pix_fmt = s_in.width, s_in.height, "yuv420p"
-        s.options = {"deadline": "realtime", "cpu-used": "8", "g": "30"} if "vp9" in codec else {}
-        for i, f in enumerate(inp.decode(s_in)):
-            if i >= frames:
-                break
-            f = f if f.format.name == "yuv420p" else f.reformat(format="yuv420p")
-            f.pts, f.time_base = i, Fraction(1, rate)  # constant frame rate from 0
-            for pkt in s.encode(f):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
+        opts = {"deadline": "realtime", "cpu-used": 8, "g": 30} if "vp9" in codec else {}
+        with VideoWriter(dst, rate, codec, options=opts, time_base=Fraction(1, rate)) as out:
+            for i, f in enumerate(inp.decode(s_in)):
+                if i >= frames:
+                    break
+                f = f if f.format.name == "yuv420p" else f.reformat(format="yuv420p")
+                out.write(f, pts=i)  # constant frame rate from 0
     return dst
 
 

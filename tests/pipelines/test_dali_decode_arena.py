@@ -13,10 +13,10 @@ pytest.importorskip("nvidia.dali")
 
 from dali_helpers import as_uint8, cfg_for, take, textured_frames  # noqa: E402
 
-from selfee.arena import MASK_FILL, ArenaWarp  # noqa: E402
 from selfee.data import ReferenceLoader, make_sources, plan_chunks  # noqa: E402
 from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.pipelines.decode import DaliChunkDecoder, stream_blocks  # noqa: E402
+from selfee.video.arena import MASK_FILL, ArenaWarp  # noqa: E402
 
 pytestmark = pytest.mark.dali
 
@@ -79,7 +79,7 @@ def test_the_warp_in_the_dali_graph_equals_the_torch_warp(vp9, kind, live):
 def test_background_subtraction_after_the_dali_warp(vp9, tmp_path, monkeypatch):
     """The steps after the warp (here the mean background, computed from the warped configuration and
     cached once for both) are the reference's."""
-    monkeypatch.setenv("SELFEE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SELFEE_CACHE", str(tmp_path / "cache"))
     cfg = arena_cfg("plus_maze", **{"data.preprocess.background": "mean", "data.preprocess.invert": True})
     _, chunks, ours, ref = decode_both(vp9, cfg)
     assert len(list((tmp_path / "cache" / "backgrounds").glob("*.npy"))) == 1

@@ -101,24 +101,16 @@ def test_broken_last_gop_gives_what_pyav_decodes(tmp_path):
 
 
 def test_variable_frame_rate_goes_through_pyav(tmp_path, caplog):
-    import av
+    from fractions import Fraction
+
+    from selfee.video import VideoWriter
 
     p = tmp_path / "vfr.mp4"
-    frames = numbered_frames(20)
-    with av.open(str(p), "w") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.codec_context.time_base = __import__("fractions").Fraction(1, 1000)
-        t = 0
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = t
-            vf.time_base = s.codec_context.time_base
+    t = 0
+    with VideoWriter(p, 25, time_base=Fraction(1, 1000)) as out:
+        for i, f in enumerate(numbered_frames(20)):
+            out.write(f, pts=t)
             t += 40 if i % 2 else 90  # alternating intervals
-            for pkt in s.encode(vf):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
     assert probe(p).vfr
     with caplog.at_level(logging.INFO, logger="selfee"):
         _, batches = embed_all(p, cfg_for())
@@ -127,15 +119,15 @@ def test_variable_frame_rate_goes_through_pyav(tmp_path, caplog):
 
 
 def test_dispatch_and_bad_videos_in_a_multi_video_run(tmp_path):
-    from selfee.checkpoint import atomic_save
+    from selfee.checkpoint import checkpoint_dict
     from selfee.embed import embed_videos
+    from selfee.fileio import atomic_save
     from selfee.model import Selfee
 
     cfg = cfg_for(**{"model.arch": "resnet18", "model.proj_dim": 8, "model.pred_hidden": 4, "model.cld_dim": 4,
                      "model.init": "none", "embed.pipeline": "auto"})
     weights = tmp_path / "w.pt"
-    atomic_save({"format": "selfee-fast", "version": 1, "model": Selfee(cfg.model).state_dict(),
-                 "config": cfg.to_dict()}, weights)
+    atomic_save(checkpoint_dict(Selfee(cfg.model), cfg), weights)
     good = encode(tmp_path / "good.webm", textured_frames(21), "libvpx-vp9")
     short = write_video(tmp_path / "short.mp4", numbered_frames(3))
     junk = tmp_path / "junk.mp4"

@@ -6,7 +6,8 @@ import torch
 
 from conftest import write_video
 from selfee.config import PreprocessConfig
-from selfee.preprocess import (
+from selfee.video import probe
+from selfee.video.preprocess import (
     Preprocessor,
     background_frames,
     equalize,
@@ -14,7 +15,6 @@ from selfee.preprocess import (
     normalize_range,
     subtract_background,
 )
-from selfee.video import probe
 
 
 def arena_video(path, n=40, fps=10):
@@ -57,7 +57,7 @@ def test_mean_background_is_cached_and_subtracted(tmp_path, monkeypatch):
     assert np.abs(bg.permute(1, 2, 0).numpy()[still] - floor[still]).mean() < 3  # the floor (up to codec error), away from the animal
     cached = list((tmp_path / "cache").glob("arena.*.background.npy"))
     assert len(cached) == 1
-    monkeypatch.setattr("selfee.preprocess.compute_background", lambda pre: pytest.fail("recomputed"))
+    monkeypatch.setattr("selfee.video.preprocess.compute_background", lambda pre: pytest.fail("recomputed"))
     again = load_or_compute_background(Preprocessor(cfg, probe(p)), tmp_path / "cache")
     assert torch.equal(again, bg)
     from selfee.video import VideoReader
@@ -80,7 +80,7 @@ def test_dali_lane_applies_the_same_preprocessing(tmp_path, monkeypatch):
     cfg = cfg_for(**{"data.preprocess.background": "mean", "data.preprocess.illumination": "equalize",
                      "data.preprocess.roi": [4, 4, 50, 36], "data.preprocess.roi_margin": 0.05,
                      "data.preprocess.invert": True, "data.holdout_fraction": 0})
-    monkeypatch.setenv("SELFEE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SELFEE_CACHE", str(tmp_path / "cache"))
     sources = make_sources([probe(p)], cfg)
     ref = take(ReferenceLoader(sources, cfg), 4)
     pipe = DaliTrainPipeline(make_sources([probe(p)], cfg), cfg, "cpu")
@@ -95,7 +95,7 @@ def test_dali_lane_applies_the_same_preprocessing(tmp_path, monkeypatch):
 
 
 def test_roi_box_grows_by_the_margin_and_clips_to_the_frame():
-    from selfee.preprocess import roi_box
+    from selfee.video.preprocess import roi_box
 
     assert roi_box(PreprocessConfig(), 48, 64) == (0, 0, 64, 48)
     assert roi_box(PreprocessConfig(roi=(10, 20, 30, 40)), 100, 100) == (10, 20, 40, 60)

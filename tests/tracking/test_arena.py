@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from conftest import write_video
-from selfee.arena import (
+from selfee.config import PreprocessConfig, SelfeeConfig
+from selfee.errors import ConfigError, VideoError
+from selfee.video import probe
+from selfee.video.arena import (
     MASK_FILL,
     Arena,
     ArenaWarp,
@@ -21,10 +24,7 @@ from selfee.arena import (
     read_corners,
     write_corners,
 )
-from selfee.config import PreprocessConfig, SelfeeConfig
-from selfee.errors import ConfigError, VideoError
-from selfee.preprocess import Preprocessor
-from selfee.video import probe
+from selfee.video.preprocess import Preprocessor
 
 QUAD = ((60.0, 40.0), (250.0, 55.0), (270.0, 200.0), (45.0, 190.0))  # a tilted square seen in perspective
 

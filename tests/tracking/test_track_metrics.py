@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from selfee.arena import Arena
 from selfee.errors import ConfigError
 from selfee.track_metrics import (
     normalize_filter,
@@ -14,6 +13,7 @@ from selfee.track_metrics import (
     zone_entries,
     zones,
 )
+from selfee.video.arena import Arena
 
 NAN = np.nan
 # an arena whose warped frame is 100 px with a 20 % margin: centre 49.5, half-side 40

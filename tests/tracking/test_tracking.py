@@ -4,20 +4,19 @@ import numpy as np
 import pytest
 
 from conftest import write_video
-from selfee.arena import Arena
 from selfee.config import PreprocessConfig
 from selfee.tracking import (
     BlobDetector,
     TrackOptions,
     choose_polarity,
     ellipse_of,
-    limited_range,
     sample_frames,
     summary_row,
     track_csv,
     track_video,
 )
 from selfee.video import probe
+from selfee.video.arena import Arena
 
 pytest.importorskip("cv2")
 
@@ -148,14 +147,3 @@ def test_polarity_and_ellipse_helpers():
     assert choose_polarity(bg, [255 - dark], 25) == "light"
     pts = np.array([[x, 2 * x] for x in range(-5, 6)], float)  # a line at atan(2)
     assert ellipse_of(pts)[2] == pytest.approx(np.degrees(np.arctan2(2, 1)))
-
-
-def test_limited_range_detection():
-    class F:
-        def __init__(self, name, rng):
-            self.format = type("fmt", (), {"name": name})
-            self.color_range = rng
-
-    assert limited_range(F("yuv420p", 0)) and limited_range(F("yuv420p", 1))
-    assert not limited_range(F("yuv420p", 2)) and not limited_range(F("yuvj420p", 0))
-    assert not limited_range(F("rgb24", 0)) and not limited_range(F("gray", 0))

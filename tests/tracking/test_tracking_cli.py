@@ -49,7 +49,14 @@ def test_track_writes_per_video_files_and_a_summary_and_reports_bad_inputs(tmp_p
     assert manifest["videos"][0]["arena"]["kind"] == "open_field"
 
 
+TINY = ["--preset", "tiny", "-s", "data.input_size=[32,32]", "-s", "optim.batch_size=8", "-s", "train.eval_every=0",
+        "-s", "model.proj_dim=32", "-s", "model.pred_hidden=8", "-s", "model.cld_dim=16", "-s", "loss.clusters=3",
+        "-s", "train.tensorboard=false", "--device", "cpu", "--pipeline", "torch", "--steps", 1]
+
+
 def test_bad_corners_of_one_video_fail_that_video_only(tmp_path, video):
+    """The same policy in every command: track, prepare, train and embed report each bad video in one line
+    and go on with the others."""
     import shutil
 
     vids, corners = tmp_path / "vids", tmp_path / "corners"
@@ -74,6 +81,16 @@ def test_bad_corners_of_one_video_fail_that_video_only(tmp_path, video):
     assert sorted(f["video"].split("/")[-1] for f in manifest["failed"]) == ["rat.mp4", "vole.mp4"]
     assert (tmp_path / "out" / "mouse_track.csv").is_file() and not (tmp_path / "out" / "rat_track.csv").exists()
     assert "mouse.mp4: frames 0-49 (50)" in r.output  # prepare went on with the good video
+    r = run("train", vids, "--corners", corners, "--out", tmp_path / "run", *TINY)
+    assert r.exit_code == 0 and "training on 1 videos" in r.output and "2 skipped" in r.output, r.output
+    r2 = run("embed", vids, "--corners", corners, "--weights", tmp_path / "run" / "last.pt", "--out", tmp_path / "emb",
+             "--device", "cpu")
+    assert r2.exit_code == 3 and (tmp_path / "emb" / "mouse.npy").is_file(), r2.output
+    for out in (r.output, r2.output):
+        assert "Traceback" not in out
+        for name, problem in want.items():
+            (line,) = [x for x in out.splitlines() if name in x]
+            assert problem in line, line
 
 
 def test_track_window_options_and_bad_option_values(tmp_path, video):
@@ -124,8 +141,8 @@ def test_prepare_writes_the_preprocessed_video(tmp_path, video):
     import torch
 
     from selfee.config import PreprocessConfig
-    from selfee.preprocess import Preprocessor
     from selfee.video import VideoReader, probe
+    from selfee.video.preprocess import Preprocessor
 
     info = probe(video)
     pcfg = PreprocessConfig(arena="open_field", arena_corners=tuple(tuple(map(float, c.split(","))) for c in QUAD.split()),

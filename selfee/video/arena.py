@@ -229,7 +229,7 @@ def sampling_grid(arena: Arena, height: int, width: int) -> torch.Tensor:
 
 
 class ArenaWarp:
-    """The warp step of :class:`~selfee.preprocess.Preprocessor`: T x C x H x W uint8 -> T x C x S x S uint8.
+    """The warp step of :class:`~selfee.video.preprocess.Preprocessor`: T x C x H x W uint8 -> T x C x S x S uint8.
 
     Bilinear sampling; pixels outside the decoded frame are 0 (OpenCV's constant border), the
     plus maze's regions between the arms are ``MASK_FILL``.

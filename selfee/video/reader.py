@@ -1,4 +1,4 @@
-"""Reading videos directly with PyAV: probing, frame indices and timestamps, seeking, decoding.
+"""Reading videos directly with PyAV: probing, frame indices and timestamps, seeking, decoding, grey.
 
 No frames are extracted to disk. A frame's index is its rank in presentation order (the order of
 its timestamp), so indices stay right with B-frames and open GOPs. ``probe`` reads only packets
@@ -9,21 +9,18 @@ decodes forward.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from selfee.errors import SelfeeError, VideoError
+from selfee.errors import VideoError
 
 log = logging.getLogger("selfee")
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts")
 
 
 def _av():
@@ -277,8 +274,8 @@ class VideoReader:
 # Frame conversion
 # ---------------------------------------------------------------------------------------------
 
-# 8-bit formats whose first plane is the luma Y'. "j" formats are full range.
-_Y8_FORMATS = {"yuv420p", "yuv422p", "yuv444p", "yuv410p", "yuv411p", "yuv440p", "nv12", "nv21", "nv16",
+# 8-bit formats whose first plane is the luma Y'. "j" formats and grey are full range.
+_Y8_FORMATS = {"yuv420p", "yuv422p", "yuv444p", "yuv410p", "yuv411p", "yuv440p", "nv12", "nv21", "nv16", "nv24",
                "yuva420p", "yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "gray"}
 _FULL_RANGE_FORMATS = {"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "gray"}
 # limited (16..235) -> full (0..255) range luma
@@ -291,104 +288,33 @@ def frame_to_rgb(frame, out: np.ndarray | None = None) -> np.ndarray:
     return rgb if out is None else _into(out, rgb)
 
 
-def frame_to_grey(frame, out: np.ndarray | None = None) -> np.ndarray:
-    """H x W uint8 grey: the frame's BT.601 luma at full range (see ``selfee.live_frames``).
+def luma(frame) -> tuple[np.ndarray, bool]:
+    """(H x W uint8 luma of an av.VideoFrame, True when it spans 16-235 rather than 0-255).
 
-    For 8-bit YUV the decoder's luma plane is that luma already (expanded from limited range
-    when needed), so no RGB conversion is made; other formats go through RGB and the formula.
+    The rule of grey in this project (see ``selfee.live_frames``): the BT.601 luma. For 8-bit YUV
+    that is the decoder's luma plane, returned as a view of its buffer without any conversion (at
+    the frame's own range); other formats go through RGB and the BT.601 formula (full range).
     """
     name = frame.format.name
     if name not in _Y8_FORMATS:
         from selfee.live_frames import rgb_to_gray_np
 
-        y = rgb_to_gray_np(frame_to_rgb(frame))
-        return y if out is None else _into(out, y)
+        return rgb_to_gray_np(frame_to_rgb(frame)), False
     plane = frame.planes[0]
-    y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-    full = name in _FULL_RANGE_FORMATS or getattr(frame, "color_range", 0) == 2  # AVCOL_RANGE_JPEG
-    if full:
-        return np.ascontiguousarray(y) if out is None else _into(out, y)
-    return np.take(_EXPAND, y, out=out, mode="clip")  # take: ~2x faster than fancy indexing; clip: unbuffered
+    y = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size)
+    y = y.reshape(plane.height, plane.line_size)[:, : plane.width]
+    full = name in _FULL_RANGE_FORMATS or int(getattr(frame, "color_range", 0) or 0) == 2  # AVCOL_RANGE_JPEG
+    return y, not full
+
+
+def frame_to_grey(frame, out: np.ndarray | None = None) -> np.ndarray:
+    """H x W uint8 grey: the frame's :func:`luma` at full range (expanded from limited range when needed)."""
+    y, limited = luma(frame)
+    if limited:
+        return np.take(_EXPAND, y, out=out, mode="clip")  # take: ~2x faster than fancy indexing; clip: unbuffered
+    return np.ascontiguousarray(y) if out is None else _into(out, y)
 
 
 def _into(out: np.ndarray, y: np.ndarray) -> np.ndarray:
     out[...] = y
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs: files, directories, globs
-# ---------------------------------------------------------------------------------------------
-
-
-def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files, directories (their videos, recursively) and glob patterns -> sorted unique files.
-
-    Names that match nothing are kept, so that the caller reports them as missing.
-    """
-    out: list[Path] = []
-    for item in items:
-        s = str(item)
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
-            if not found:
-                raise SelfeeError(f"{p}: directory contains no videos ({', '.join(VIDEO_SUFFIXES[:5])}, ...)")
-            out.extend(found)
-        elif any(ch in s for ch in "*?[") and not p.exists():
-            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
-            if not found:
-                raise SelfeeError(f"{s}: pattern matches no files")
-            out.extend(found)
-        else:
-            out.append(p)
-    seen, unique = set(), []
-    for p in out:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
-
-
-def check_decodes(info: VideoInfo, frames: int = 1) -> None:
-    """Decode the first ``frames`` frames; raise :class:`VideoError` when none comes out.
-
-    ``probe`` reads packets only, so a file whose packet data is damaged (e.g. zeroed) passes it;
-    this rejects such a file before it is used, at the cost of decoding one frame.
-    """
-    try:
-        with VideoReader(info, threads=1) as reader:
-            got = reader.read(0, max(1, min(frames, info.frames)), grey=True).shape[0]
-    except VideoError as exc:
-        raise VideoError(info.path, f"cannot decode its first frame: {exc.problem}") from None
-    if got == 0:
-        raise VideoError(info.path, "cannot decode its first frame (the stream data is damaged or missing)")
-
-
-def probe_many(
-    paths: Iterable[Path], min_frames: int = 1, decode_check: bool = False
-) -> tuple[list[VideoInfo], list[VideoError]]:
-    """Probe every path; bad ones are returned as errors (and logged), the rest go on.
-
-    ``decode_check`` also decodes each video's first frame (:func:`check_decodes`), so that a
-    file whose packets are readable but whose data is not is rejected here, with one line.
-    """
-    good, bad = [], []
-    for p in paths:
-        try:
-            info = probe(p)
-            if info.frames < min_frames:
-                raise VideoError(p, f"has {info.frames} frames; at least {min_frames} are needed (2k+1 for live frames)")
-            if decode_check:
-                check_decodes(info)
-            if info.vfr:
-                log.warning(
-                    "%s: variable frame rate; frame_interval counts frames, times in the outputs come from the stream",
-                    p,
-                )
-            good.append(info)
-        except VideoError as exc:
-            log.error("%s", exc)
-            bad.append(exc)
-    return good, bad

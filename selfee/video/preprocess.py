@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfee.arena import ArenaWarp
 from selfee.augment import resize_uint8
 from selfee.config import PreprocessConfig
 from selfee.errors import VideoError
-from selfee.video import VideoInfo
+from selfee.fileio import AtomicFile
+from selfee.video.arena import ArenaWarp
+from selfee.video.reader import VideoInfo, VideoReader
 
 log = logging.getLogger("selfee")
 
@@ -145,9 +146,10 @@ def normalize_range(x: torch.Tensor) -> torch.Tensor:
 
 
 def background_cache_dir() -> Path:
-    """``$SELFEE_CACHE_DIR/backgrounds`` (default ``~/.cache/selfee-fast/backgrounds``)."""
-    root = os.environ.get("SELFEE_CACHE_DIR") or Path.home() / ".cache" / "selfee-fast"
-    return Path(root) / "backgrounds"
+    """``<cache>/backgrounds`` (see :func:`selfee.fileio.cache_dir`)."""
+    from selfee.fileio import cache_dir
+
+    return cache_dir() / "backgrounds"
 
 
 def background_frames(pre: Preprocessor) -> np.ndarray:
@@ -170,8 +172,6 @@ def _background_key(pre: Preprocessor) -> str:
 
 def compute_background(pre: Preprocessor) -> torch.Tensor:
     """Mean (float32, C x h x w) of the sampled frames after the geometric steps (arena, ROI, resize)."""
-    from selfee.video import VideoReader
-
     plain = Preprocessor(dataclasses.replace(pre.cfg, background="none", illumination="none", invert=False), pre.info,
                          grey=pre.grey)
     idx = background_frames(pre) + pre.start
@@ -205,10 +205,8 @@ def load_or_compute_background(pre: Preprocessor, cache_dir=None) -> torch.Tenso
     bg = compute_background(pre)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.partial")
-        with open(tmp, "wb") as f:
-            np.save(f, bg.numpy())
-        os.replace(tmp, path)
+        with AtomicFile(path, fsync=False) as f:  # a lost cache file is only recomputed
+            np.save(f.file, bg.numpy())
         log.info("%s: background of %s cached at %s", pre.info.path, tuple(bg.shape), path)
     except OSError as exc:
         log.warning("%s: cannot cache the background at %s (%s)", pre.info.path, path, exc)
