@@ -17,6 +17,39 @@ def pytest_configure(config):
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+# The smallest configuration that still runs every part of training and embedding on a CPU in seconds.
+TINY = (
+    "model.arch=resnet18", "model.proj_dim=32", "model.pred_hidden=8", "model.cld_dim=16", "model.init=none",
+    "loss.clusters=3", "optim.batch_size=8", "data.input_size=[32,32]", "data.frame_interval=1",
+    "data.pool_batches=2", "data.chunk_frames=16", "train.log_every=1", "train.tensorboard=false",
+    "train.eval_every=0", "train.device=cpu", "train.pipeline=torch", "train.embed_bn_frames=32",
+    "embed.batch_size=16",
+)
+
+
+def make_tiny_cfg(*sets: str, **overrides):
+    """The tiny test configuration with ``section.field=value`` strings and/or keyword overrides
+    (``optim__steps=3`` sets ``optim.steps``) applied on top."""
+    from selfee.config import SelfeeConfig
+
+    extra = [f"{k.replace('__', '.')}={_yaml_value(v)}" for k, v in overrides.items()]
+    return SelfeeConfig.load(overrides=[*TINY, *sets, *extra])
+
+
+def _yaml_value(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_yaml_value(x) for x in v) + "]"
+    return str(v)
+
+
+@pytest.fixture
+def tiny_cfg():
+    """``tiny_cfg(*sets, **overrides)``: see :func:`make_tiny_cfg`."""
+    return make_tiny_cfg
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (real third-party videos and labels); tests using it skip when it is absent."""

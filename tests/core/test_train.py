@@ -13,24 +13,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import numbered_frames, write_video
-from selfee.config import SelfeeConfig
+from conftest import TINY, make_tiny_cfg, numbered_frames, write_video
 from selfee.data import TorchPipeline, ViewBatch, make_sources
 from selfee.errors import SelfeeError
 from selfee.runtime import DistInfo, resolve_amp
 from selfee.train import Trainer, TrainingDiverged, check_batch, run_training
 from selfee.video import probe
-
-TINY = [
-    "model.arch=resnet18", "model.proj_dim=32", "model.pred_hidden=8", "model.cld_dim=16", "model.init=none",
-    "loss.clusters=3", "optim.batch_size=8", "data.input_size=[32,32]", "data.frame_interval=1",
-    "data.pool_batches=2", "data.chunk_frames=16", "train.log_every=1", "train.tensorboard=false",
-    "train.eval_every=0", "train.device=cpu", "train.pipeline=torch", "train.embed_bn_frames=32",
-]
-
-
-def tiny_cfg(*extra):
-    return SelfeeConfig.load(overrides=[*TINY, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +32,7 @@ def metrics(path):
 
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
-    cfg = tiny_cfg("optim.steps=25", "optim.base_lr=0.5", "train.checkpoint_every=1000")
+    cfg = make_tiny_cfg("optim.steps=25", "optim.base_lr=0.5", "train.checkpoint_every=1000")
     g = torch.Generator().manual_seed(0)
     v1, v2 = torch.rand(8, 3, 32, 32, generator=g), torch.rand(8, 3, 32, 32, generator=g)
     batch = ViewBatch(v1, v2 * 0.5 + v1 * 0.5, None, None)
@@ -56,7 +44,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, video):
-    cfg = tiny_cfg("optim.steps=8", "train.checkpoint_every=4")
+    cfg = make_tiny_cfg("optim.steps=8", "train.checkpoint_every=4")
     sources = make_sources([probe(video)], cfg)
 
     full = Trainer(cfg, tmp_path / "full")
@@ -98,7 +86,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, video):
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    cfg = tiny_cfg("optim.steps=10", "train.checkpoint_every=2", "train.log_every=2")
+    cfg = make_tiny_cfg("optim.steps=10", "train.checkpoint_every=2", "train.log_every=2")
     good = ViewBatch(torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32), None, None)
     bad = ViewBatch(torch.full((8, 3, 32, 32), float("nan")), torch.rand(8, 3, 32, 32), None, None)
     trainer = Trainer(cfg, tmp_path)
@@ -110,7 +98,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_run_training_writes_a_complete_run(tmp_path, video):
-    cfg = tiny_cfg("optim.steps=4", "train.checkpoint_every=2", "train.eval_every=2", "data.holdout_fraction=0.25",
+    cfg = make_tiny_cfg("optim.steps=4", "train.checkpoint_every=2", "train.eval_every=2", "data.holdout_fraction=0.25",
                    "loss.byol=true")
     summary = run_training(cfg, [video], tmp_path / "run", show_progress=False)
     run = tmp_path / "run"
@@ -138,7 +126,7 @@ def _ddp_worker(rank, world, port, video, out, device_name="cpu", extra=()):
     torch.set_num_threads(1)
     from selfee.runtime import init_distributed
 
-    cfg = tiny_cfg("optim.steps=3", "train.checkpoint_every=3", "optim.batch_size=16", f"train.device={device_name}",
+    cfg = make_tiny_cfg("optim.steps=3", "train.checkpoint_every=3", "optim.batch_size=16", f"train.device={device_name}",
                    *extra)
     dist, device = init_distributed(device_name)
     local = cfg.replace(**{"optim.batch_size": 8})
@@ -205,18 +193,18 @@ def test_ddp_sync_bn_on_gpus_shares_batch_statistics(tmp_path, video):
 def test_sync_bn_without_cuda_is_a_clear_error(tmp_path):
     # PyTorch's SyncBatchNorm has no CPU kernel: refuse at start-up, not at the first forward
     with pytest.raises(SelfeeError, match="train.sync_bn=true needs CUDA"):
-        Trainer(tiny_cfg("train.sync_bn=true"), tmp_path, device=torch.device("cpu"), dist=DistInfo(0, 2, 0))
+        Trainer(make_tiny_cfg("train.sync_bn=true"), tmp_path, device=torch.device("cpu"), dist=DistInfo(0, 2, 0))
 
 
 def test_per_process_batch_must_hold_the_clusters(tmp_path):
-    cfg = tiny_cfg("optim.batch_size=8", "loss.clusters=3")  # fine for one process
+    cfg = make_tiny_cfg("optim.batch_size=8", "loss.clusters=3")  # fine for one process
     check_batch(cfg, 2)  # 4 per process
     with pytest.raises(SelfeeError, match=r"optim.batch_size=8 over 4 processes gives 2 samples per process, "
                                           r"fewer than loss.clusters=3"):
         Trainer(cfg, tmp_path, dist=DistInfo(0, 4, 0))
     with pytest.raises(SelfeeError, match="divisible by the 3 processes"):
         Trainer(cfg, tmp_path, dist=DistInfo(0, 3, 0))
-    check_batch(tiny_cfg("optim.batch_size=8", "loss.clusters=3", "loss.cld=false"), 4)  # no k-means, no limit
+    check_batch(make_tiny_cfg("optim.batch_size=8", "loss.clusters=3", "loss.cld=false"), 4)  # no k-means, no limit
 
 
 def _audited_run_training(rank, world, port, video, out, logs):
@@ -243,7 +231,7 @@ def _audited_run_training(rank, world, port, video, out, logs):
             writes.append(f"{event} {[os.fsdecode(a) for a in args if in_run(a)]}")
 
     sys.addaudithook(hook)
-    cfg = tiny_cfg("optim.steps=2", "train.checkpoint_every=2", "optim.batch_size=16",
+    cfg = make_tiny_cfg("optim.steps=2", "train.checkpoint_every=2", "optim.batch_size=16",
                    "data.preprocess.background=mean", "data.preprocess.background_samples=4")
     run_training(cfg, [video], out, show_progress=False)
     import torch.distributed as tdist
@@ -283,7 +271,7 @@ def test_resolve_amp():
 
 
 def test_bf16_on_cpu_trains_without_a_grad_scaler(tmp_path):
-    trainer = Trainer(tiny_cfg("train.amp=bf16", "optim.steps=2"), tmp_path)
+    trainer = Trainer(make_tiny_cfg("train.amp=bf16", "optim.steps=2"), tmp_path)
     assert trainer.amp_dtype is torch.bfloat16 and not trainer.scaler.is_enabled()
     before = trainer.model.encoder.backbone.conv1.weight.detach().clone()
     m = trainer.train_step(torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32))
@@ -295,7 +283,7 @@ def test_bf16_on_cpu_trains_without_a_grad_scaler(tmp_path):
 def test_momentum_follows_pytorchs_one_cycle_like_the_original(tmp_path, cycle):
     # The original: SGD(momentum=0.9) + OneCycleLR(cycle_momentum=True), which sets momentum 0.95 -> 0.85 -> 0.95
     # at every step, so its 0.9 was never used. optim.momentum applies only with cycle_momentum=false.
-    cfg = tiny_cfg("optim.steps=10", "optim.warmup_fraction=0.3", f"optim.cycle_momentum={str(cycle).lower()}")
+    cfg = make_tiny_cfg("optim.steps=10", "optim.warmup_fraction=0.3", f"optim.cycle_momentum={str(cycle).lower()}")
     p = torch.nn.Parameter(torch.zeros(1))
     ref = torch.optim.SGD([p], lr=cfg.optim.lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=cfg.optim.lr, total_steps=10, pct_start=0.3,
@@ -376,7 +364,7 @@ def test_ctrl_c_checkpoints_exits_cleanly_and_resume_continues(tmp_path, video):
 
 
 def test_train_with_arena_corners(tmp_path, video):
-    cfg = tiny_cfg("optim.steps=1", "train.checkpoint_every=1")
+    cfg = make_tiny_cfg("optim.steps=1", "train.checkpoint_every=1")
     corners = tmp_path / "corners.json"
     corners.write_text('{"corners": [[4, 4], [60, 4], [60, 44], [4, 44]], "size": 40}')
     run_training(cfg, [video], tmp_path / "run", show_progress=False, corners=corners)
