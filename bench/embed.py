@@ -20,9 +20,10 @@ import torch
 from selfee.bench.timing import environment, measure, save_results, table
 from selfee.checkpoint import checkpoint_dict
 from selfee.config import SelfeeConfig
-from selfee.embed import embed_videos, load_embedder, submit
+from selfee.embed import Embedder, embed_videos
 from selfee.errors import SelfeeError
 from selfee.export.graph import random_frames
+from selfee.export.open import open_embedder
 from selfee.fileio import atomic_save
 
 log = logging.getLogger("selfee")
@@ -63,9 +64,9 @@ def synthetic_video(path: Path, frames: int, width: int = 640, height: int = 480
     return path
 
 
-def model_only(embedder, size, batch: int, iters: int = 4, repeats: int = 3) -> dict:
+def model_only(embedder: Embedder, size, batch: int, iters: int = 4, repeats: int = 3) -> dict:
     """Frames/s of the embedder alone: a fixed uint8 batch, already on the embedder's device."""
-    device = torch.device(getattr(embedder, "device", "cpu") or "cpu")
+    device = torch.device(embedder.device)
     frames = random_frames(batch, tuple(size))
     if device.type == "cuda":
         frames = frames.to(device)
@@ -73,7 +74,7 @@ def model_only(embedder, size, batch: int, iters: int = 4, repeats: int = 3) -> 
     def run():
         inflight: deque = deque()
         for _ in range(iters):
-            inflight.append(submit(embedder, frames))
+            inflight.append(embedder.submit(frames))
             if len(inflight) > 1:
                 inflight.popleft().result()
         while inflight:
@@ -83,7 +84,7 @@ def model_only(embedder, size, batch: int, iters: int = 4, repeats: int = 3) -> 
     return {"model_fps": iters * batch / t["median_s"]}
 
 
-def end_to_end(embedder, cfg: SelfeeConfig, weights: Path, video: Path, batch: int, repeats: int = 1) -> dict:
+def end_to_end(embedder: Embedder, cfg: SelfeeConfig, weights: Path, video: Path, batch: int, repeats: int = 1) -> dict:
     """Frames/s from the video file to ``.npy`` + ``.csv`` on disk (best of ``repeats`` runs)."""
     best = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +127,7 @@ def run_backends(cfg: SelfeeConfig, weights: Path, video: Path | None, backends,
                    "precision": _precision(backend, device, precision)}
             try:
                 path = export_for(backend, weights, Path(tmp), precision, batch)
-                embedders[backend] = load_embedder(path, backend, device)[0]
+                embedders[backend] = open_embedder(path, backend, device)[0]
             except Exception as exc:  # a backend that cannot run here (missing package, no GPU, ...)
                 row["error"] = f"{type(exc).__name__}: {exc}"[:160]
             rows.append(row)

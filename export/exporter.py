@@ -69,7 +69,7 @@ def _real_frames(cfg, videos, n: int, stride: int = 5) -> tuple[torch.Tensor | N
     """Up to ``n`` live frames (every ``stride``-th) from the start of each video, as ``embed`` makes
     them, and the names of the videos they come from."""
     from selfee.data import make_sources
-    from selfee.embed import iter_embed_batches
+    from selfee.embed.source import iter_embed_batches
     from selfee.video import open_inputs
 
     # bad videos are reported and skipped; without any, the verification uses synthetic frames
@@ -216,13 +216,4 @@ def cached_export(checkpoint: str | os.PathLike, backend: str, videos=()) -> Pat
     return path
 
 
-def load_cached_export(checkpoint: str | os.PathLike, backend: str, device: str = "auto", videos=()):
-    """(Embedder, the checkpoint's SelfeeConfig) running ``checkpoint`` through its cached export."""
-    from selfee.export.runtime import load_exported
-
-    embedder, cfg = load_exported(cached_export(checkpoint, backend, videos), backend, device)
-    embedder.source = str(checkpoint)
-    return embedder, cfg
-
-
-__all__ = ["FORMATS", "PRECISIONS", "cached_export", "check_options", "export_checkpoint", "load_cached_export"]
+__all__ = ["FORMATS", "PRECISIONS", "cached_export", "check_options", "export_checkpoint"]

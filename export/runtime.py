@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from selfee._deps import require
-from selfee.embed import HostToDevice, Ready, device_to_host
+from selfee.embed.embedder import HostToDevice, Ready, device_to_host
 from selfee.errors import SelfeeError
 from selfee.export.graph import INPUT, OUTPUT, metadata_config, parse_metadata
 from selfee.runtime import on_device, resolve_device
@@ -26,6 +26,7 @@ class TorchScriptEmbedder:
     """A TorchScript export (uint8 frames in, the scaling inside) on the CPU or a GPU."""
 
     name = "torchscript"
+    fixed_size = None
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "auto"):
         from selfee.export.torchscript import load_torchscript
@@ -55,6 +56,7 @@ class OnnxEmbedder:
     """
 
     name = "onnx"
+    fixed_size = None
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "auto", threads: int | None = None):
         ort = require("onnxruntime", "the ONNX Runtime backend")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from selfee._deps import require
-from selfee.embed import HostToDevice, device_to_host
+from selfee.embed.embedder import HostToDevice, device_to_host
 from selfee.errors import SelfeeError
 from selfee.export.graph import parse_metadata
 from selfee.fileio import atomic_write, cache_dir, temp_path

@@ -2,9 +2,9 @@
 
 DALI streams the encoded file in sequences of consecutive frames (``fn.experimental.inputs.video``),
 so memory stays flat however long the video; the sequences go through the reference's rolling
-live-frame buffer (``selfee.embed.iter_embed_batches``), so frame indices, timestamps, edges and
+live-frame buffer (``selfee.embed.source.iter_embed_batches``), so frame indices, timestamps, edges and
 counts are the reference's. Decode overlaps inference through ``selfee.runtime.background``, which
-``embed_video`` wraps around this source.
+``selfee.embed.source.prefetched`` wraps around this source.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 
 from selfee.config import SelfeeConfig
-from selfee.embed import EmbedBatch, iter_embed_batches
+from selfee.embed.source import EmbedBatch, iter_embed_batches
 from selfee.errors import SelfeeError
 from selfee.pipelines.backend import backend_error
 from selfee.pipelines.decode import stream_source
@@ -24,7 +24,7 @@ log = logging.getLogger("selfee")
 
 def dali_embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu", sequence: int = 32,
                        cpu_decoder: str = "auto") -> Iterator[EmbedBatch]:
-    """:class:`selfee.embed.EmbedBatch` es of ``src``'s window: frames on ``device`` for NVDEC, else CPU.
+    """:class:`selfee.embed.source.EmbedBatch` es of ``src``'s window: frames on ``device`` for NVDEC, else CPU.
 
     Where DALI cannot run on ``device`` (``embed.pipeline=auto``), the PyAV reference is used, with a log line.
     """

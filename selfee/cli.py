@@ -143,6 +143,7 @@ def embed(
     """
     from selfee.config import SelfeeConfig
     from selfee.embed import embed_videos
+    from selfee.export.open import open_embedder
 
     overrides = list(sets)
     if dtype:
@@ -154,7 +155,8 @@ def embed(
         cfg = SelfeeConfig.load(config, preset=preset, overrides=overrides)
         overrides = []
     manifest = embed_videos(videos, weights, out, cfg=cfg, overrides=overrides, batch_size=batch_size,
-                            device=device, backend=backend, overwrite=overwrite, corners=corners, arena=arena)
+                            device=device, backend=backend, overwrite=overwrite, corners=corners, arena=arena,
+                            open_embedder=open_embedder)
     n_ok, n_bad = len(manifest["videos"]), len(manifest["failed"])
     n_skip = sum(1 for v in manifest["videos"] if v.get("skipped"))
     typer.echo(f"embedded {n_ok} video(s) into {out}" + (f" ({n_skip} already done)" if n_skip else "")

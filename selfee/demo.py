@@ -172,6 +172,7 @@ def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: 
     """Generate, train, embed, evaluate; print a short report and save ``demo.json``."""
     from selfee.checkpoint import checkpoint_dict
     from selfee.embed import embed_videos
+    from selfee.export.open import open_embedder
     from selfee.fileio import atomic_save
     from selfee.model import Selfee
     from selfee.train import run_training
@@ -199,7 +200,7 @@ def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: 
     scores = {}
     for name, weights in (("trained", run / "last.pt"), ("untrained", untrained)):
         emb_dir = out / f"embed_{name}"
-        embed_videos([video], weights, emb_dir, device=device)
+        embed_videos([video], weights, emb_dir, device=device, open_embedder=open_embedder)
         x = np.load(emb_dir / f"{video.stem}.npy")
         frames = np.loadtxt(emb_dir / f"{video.stem}.csv", delimiter=",", skiprows=1)[:, 0].astype(int)
         if len(x) != len(labels) or not (frames == np.arange(len(labels))).all():

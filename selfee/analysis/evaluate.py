@@ -20,6 +20,7 @@ import torch
 
 from selfee.analysis import io, plots
 from selfee.analysis.classify import ClassifyResult, KnnOptions, classify
+from selfee.embed.embedder import HostEmbedder
 from selfee.errors import SelfeeError
 
 log = logging.getLogger("selfee")
@@ -27,7 +28,7 @@ log = logging.getLogger("selfee")
 METHODS = ("trained", "untrained", "pixels")
 
 
-class PixelEmbedder:
+class PixelEmbedder(HostEmbedder):
     """The raw-pixel baseline: live frames (B x 3 x H x W uint8) shrunk to ``size`` x ``size``, flattened."""
 
     name = "pixels"
@@ -92,6 +93,7 @@ def evaluate(
     """Embed with the trained weights and the two baselines, classify each, tabulate and plot."""
     from selfee.checkpoint import checkpoint_config, load_checkpoint
     from selfee.embed import embed_videos
+    from selfee.export.open import open_embedder
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ def evaluate(
         if reuse and _complete(emb, videos):
             log.info("%s: reusing the embeddings in %s", m, emb)
         elif m == "trained":
-            embed_videos(videos, weights, emb, device=device, batch_size=bs)
+            embed_videos(videos, weights, emb, device=device, batch_size=bs, open_embedder=open_embedder)
         elif m == "untrained":
             embed_with(untrained_embedder(cfg, device, seed), videos, cfg, emb, bs)
         else:

@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from conftest import numbered_frames, write_video
+from conftest import make_tiny_cfg, numbered_frames, write_video
 from selfee.checkpoint import load_model
-from selfee.config import ModelConfig, SelfeeConfig
+from selfee.config import ModelConfig
 from selfee.model import Selfee, embedding_bn_stats
 from selfee.train import run_training
 
@@ -43,11 +43,8 @@ def test_sync_batchnorm_runs_in_one_process():
 
 
 def _cfg(*extra):
-    return SelfeeConfig.load(overrides=[
-        "model.arch=resnet18", "model.proj_dim=16", "model.pred_hidden=4", "model.cld_dim=8", "model.init=none",
-        "loss.clusters=3", "optim.batch_size=8", "optim.steps=2", "data.input_size=[32,32]", "data.frame_interval=1",
-        "data.pool_batches=2", "data.chunk_frames=16", "train.tensorboard=false", "train.eval_every=0",
-        "train.device=cpu", "train.pipeline=torch", "train.checkpoint_every=2", *extra])
+    return make_tiny_cfg("model.proj_dim=16", "model.pred_hidden=4", "model.cld_dim=8", "optim.steps=2",
+                         "train.checkpoint_every=2", *extra)
 
 
 def test_checkpoints_carry_them_and_embedding_uses_them(tmp_path):

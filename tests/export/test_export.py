@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 from conftest import numbered_frames, write_video
 from selfee._deps import available
 from selfee.cli import app
-from selfee.embed import load_embedder
 from selfee.errors import SelfeeError
 from selfee.export.exporter import check_options, export_checkpoint, verification_sets
 from selfee.export.graph import random_frames
+from selfee.export.open import open_embedder
 from selfee.export.verify import cosine_rows
 
 from .conftest import CFG, cosine_min
@@ -30,7 +30,7 @@ def eager(model, frames: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_round_trip_matches_eager_and_carries_the_config(tiny, exports, fmt):
     path, model = tiny
-    embedder, cfg = load_embedder(exports[fmt], device="cpu")  # backend from the suffix
+    embedder, cfg = open_embedder(exports[fmt], device="cpu")  # backend from the suffix
     assert embedder.name == fmt and embedder.dim == 16
     for n in (1, 7):  # any batch size
         x = random_frames(n, (32, 48), seed=n)
@@ -67,7 +67,7 @@ def test_reduced_precision_torchscript_passes_the_looser_threshold(tiny, tmp_pat
     report = export_checkpoint(tiny[0], tmp_path, fmt="torchscript", precision="bf16", frames=4, quiet=True)
     (result,) = report["verification"]
     assert result["threshold"] == 0.999 and result["passed"]
-    embedder, _ = load_embedder(report["files"][0], device="cpu")
+    embedder, _ = open_embedder(report["files"][0], device="cpu")
     x = random_frames(5, (32, 48), seed=3)
     assert cosine_min(embedder(x), eager(tiny[1], x)) >= 0.999
 
@@ -88,7 +88,7 @@ def test_real_frames_verify_the_export(tiny, exports, tmp_path):
     video = write_video(tmp_path / "v.mp4", numbered_frames(40))
     inputs, _ = verification_sets(CFG, 6, [video])
     assert set(inputs) == {"random", "real"} and inputs["real"].shape == (6, 3, 32, 48)
-    embedder, _ = load_embedder(exports["onnx"], device="cpu")
+    embedder, _ = open_embedder(exports["onnx"], device="cpu")
     result = verify_export("onnx", embedder, tiny[1].encoder, inputs, "fp32")
     assert result["passed"] and result["sets"]["real"]["min_cosine"] >= 0.9999
 
@@ -144,7 +144,7 @@ def test_embed_verifies_a_new_cached_export_on_the_first_video(tiny, tmp_path, m
     videos = [write_video(tmp_path / f"{n}.mp4", numbered_frames(40)) for n in ("first", "second")]
     with caplog.at_level(logging.INFO, logger="selfee"):
         m = embed_videos(videos, tiny[0], tmp_path / "emb", backend="onnx", device="cpu", batch_size=8,
-                         show_progress=False)
+                         show_progress=False, open_embedder=open_embedder)
     assert m["backend"] == "onnx" and not m["failed"]
     assert "verified the cached onnx export on 8 random frames and 8 real frames from first.mp4" in caplog.text
     (sidecar,) = (tmp_path / "cache" / "exports").glob("*.onnx.json")
@@ -188,7 +188,7 @@ def test_two_processes_exporting_the_same_checkpoint_at_once(tiny, tmp_path):
     assert len(list(room.iterdir())) == 2  # both reached the write together
     (path,) = {out.strip().splitlines()[-1] for out, _ in outs}
     assert sorted(f.name for f in folder.iterdir()) == ["same.onnx", "same.onnx.json"]  # no temporary files left
-    embedder, _ = load_embedder(path, device="cpu")
+    embedder, _ = open_embedder(path, device="cpu")
     x = random_frames(3, (32, 48), seed=9)
     assert cosine_min(embedder(x), eager(tiny[1], x)) >= 0.9999
 
@@ -219,7 +219,6 @@ def test_onnx_runtime_gpu_path_queues_batches_on_a_worker_in_order(exports, monk
     import threading
     import time
 
-    from selfee.embed import submit
     from selfee.export.runtime import OnnxEmbedder
 
     cpu = OnnxEmbedder(exports["onnx"], "cpu")
@@ -236,7 +235,7 @@ def test_onnx_runtime_gpu_path_queues_batches_on_a_worker_in_order(exports, monk
 
     monkeypatch.setattr(emb, "_run_cuda", run)
     xs = [random_frames(n, (32, 48), seed=n) for n in (5, 3, 7)]
-    pending = [submit(emb, x) for x in xs]  # all queued before any is read back
+    pending = [emb.submit(x) for x in xs]  # all queued before any is read back
     for p, x in zip(pending, xs):
         np.testing.assert_allclose(p.result(), cpu(x), rtol=1e-6)
     assert len(threads) == 3 and all(t.startswith("selfee-onnx") for t in threads)

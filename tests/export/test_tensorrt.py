@@ -9,9 +9,10 @@ import torch
 
 from conftest import numbered_frames, write_video
 from selfee._deps import available
-from selfee.embed import embed_videos, load_embedder
+from selfee.embed import embed_videos
 from selfee.export.exporter import export_checkpoint
 from selfee.export.graph import random_frames
+from selfee.export.open import open_embedder
 
 from .conftest import cosine_min
 
@@ -33,7 +34,7 @@ def test_engine_matches_eager(tiny, tmp_path, precision):
     assert meta["precision"] == precision and meta["shapes"]["max"] == [32, 3, 32, 48]
     assert meta["shapes"]["min"][0] == 1 and meta["shapes"]["opt"][0] == 16
     assert int(meta["tensorrt"].split(".")[0]) >= 10 and meta["gpu"] and meta["checkpoint_sha256"]
-    embedder, cfg = load_embedder(engine, device="cuda")
+    embedder, cfg = open_embedder(engine, device="cuda")
     assert embedder.name == "tensorrt" and cfg.data.input_size == (32, 48)
     x = random_frames(40, (32, 48), seed=5)  # more than max_batch: split into profile-sized runs
     with torch.no_grad():
@@ -54,8 +55,9 @@ def test_timing_cache_is_reused(tiny, tmp_path):
 def test_embedding_through_the_engine(tiny, tmp_path):
     export_checkpoint(tiny[0], tmp_path, fmt="onnx", trt=True, precision="fp16", max_batch=16, frames=4, quiet=True)
     video = write_video(tmp_path / "v.mp4", numbered_frames(30), g=8)
-    m = embed_videos([video], tmp_path / "tiny.engine", tmp_path / "emb", batch_size=16)
+    m = embed_videos([video], tmp_path / "tiny.engine", tmp_path / "emb", batch_size=16, open_embedder=open_embedder)
     assert m["backend"] == "tensorrt" and m["videos"][0]["frames"] == 30
-    ref = embed_videos([video], tiny[0], tmp_path / "ref", backend="torch", device="cpu", batch_size=16)
+    ref = embed_videos([video], tiny[0], tmp_path / "ref", backend="torch", device="cpu", batch_size=16,
+                       open_embedder=open_embedder)
     assert ref["videos"][0]["frames"] == 30
     assert cosine_min(np.load(tmp_path / "emb" / "v.npy"), np.load(tmp_path / "ref" / "v.npy")) >= 0.999

@@ -118,12 +118,14 @@ def test_variable_frame_rate_goes_through_pyav(tmp_path, caplog):
     assert torch.cat([b.frame for b in batches]).tolist() == list(range(20))
 
 
-def test_dispatch_and_bad_videos_in_a_multi_video_run(tmp_path):
+def test_dispatch_and_bad_videos_in_a_multi_video_run(tmp_path, monkeypatch):
     from selfee.checkpoint import checkpoint_dict
     from selfee.embed import embed_videos
+    from selfee.export.open import open_embedder
     from selfee.fileio import atomic_save
     from selfee.model import Selfee
 
+    monkeypatch.setenv("SELFEE_CACHE", str(tmp_path / "cache"))  # the checkpoint's cached export on the CPU
     cfg = cfg_for(**{"model.arch": "resnet18", "model.proj_dim": 8, "model.pred_hidden": 4, "model.cld_dim": 4,
                      "model.init": "none", "embed.pipeline": "auto"})
     weights = tmp_path / "w.pt"
@@ -136,7 +138,7 @@ def test_dispatch_and_bad_videos_in_a_multi_video_run(tmp_path):
     assert torch.cat([b.frame for b in embed_batches(src, cfg, 8)]).tolist() == list(range(21))
     out = tmp_path / "emb"
     manifest = embed_videos([good, short, junk], weights, out, cfg=cfg, batch_size=8, device="cpu",
-                            show_progress=False)
+                            show_progress=False, open_embedder=open_embedder)
     assert np.load(out / "good.npy").shape == (21, 8)
     failed = {f["video"].split("/")[-1]: f["error"] for f in manifest["failed"]}
     assert set(failed) == {"short.mp4", "junk.mp4"} and "3 frames" in failed["short.mp4"]

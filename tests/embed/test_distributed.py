@@ -9,6 +9,7 @@ import pytest
 
 from conftest import numbered_frames, write_video
 from selfee.embed import embed_videos, shard
+from selfee.export.open import open_embedder
 
 
 def test_shard_balances_by_size_and_covers_every_video(tmp_path):
@@ -35,7 +36,7 @@ def test_torchrun_two_ranks_write_one_output_set(tiny, tmp_path):
     assert manifest["world_size"] == 2 and not manifest["failed"]
     assert [v["stem"] for v in manifest["videos"]] == ["v0", "v1", "v2"]  # input order, from both ranks
     single = tmp_path / "single"
-    embed_videos(videos, tiny[0], single, backend="torch", device="cpu", batch_size=8)
+    embed_videos(videos, tiny[0], single, backend="torch", device="cpu", batch_size=8, open_embedder=open_embedder)
     for i in range(3):
         np.testing.assert_allclose(np.load(out / f"v{i}.npy"), np.load(single / f"v{i}.npy"), rtol=1e-5, atol=1e-6)
         assert (out / f"v{i}.csv").read_text() == (single / f"v{i}.csv").read_text()
@@ -47,20 +48,21 @@ def test_torchrun_two_ranks_write_one_output_set(tiny, tmp_path):
 WRAPPER = """
 import datetime, os, sys, time
 import torch.distributed as dist
-import selfee.embed as E
+import selfee.embed.run as R
+import selfee.export.open as O
 mode, rank = os.environ["SELFEE_TEST_MODE"], int(os.environ["RANK"])
 if mode == "slow":
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=3))
     if rank == 1:
-        original = E.embed_video
+        original = R.embed_video
         def late(*args, **kwargs):
             time.sleep(8)
             return original(*args, **kwargs)
-        E.embed_video = late
+        R.embed_video = late
 if mode == "fail" and rank == 1:
     def broken(*args, **kwargs):
         raise RuntimeError("injected: this GPU cannot load the weights")
-    E.load_embedder = broken
+    O.open_embedder = broken
 from selfee.cli import app
 app(sys.argv[1:], prog_name="selfee-fast")
 """

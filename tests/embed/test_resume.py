@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import numbered_frames, write_video
-from selfee.embed import completed, embed_videos
+from selfee.embed import HostEmbedder, TorchEmbedder, completed, embed_videos
+from selfee.export.open import open_embedder
 
 from .conftest import CFG
 
-RUN = dict(backend="torch", batch_size=8, device="cpu")
+RUN = dict(backend="torch", batch_size=8, device="cpu", open_embedder=open_embedder)
 
 
 @pytest.fixture
@@ -47,14 +48,14 @@ def test_a_killed_run_resumes(tiny, two_videos, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, signal
         from selfee.checkpoint import load_model
-        from selfee.embed import TorchEmbedder, embed_videos
+        from selfee.embed import HostEmbedder, TorchEmbedder, embed_videos
 
         model, cfg = load_model({str(tiny[0])!r})
         inner = TorchEmbedder(model.encoder, "cpu")
         calls = []
 
-        class Dying:
-            name, dim, device = "torch", inner.dim, inner.device
+        class Dying(HostEmbedder):
+            name, dim = "torch", inner.dim
 
             def __call__(self, frames):
                 calls.append(len(frames))
@@ -75,22 +76,22 @@ def test_a_killed_run_resumes(tiny, two_videos, tmp_path):
 
 def test_an_injected_failure_mid_video_is_reported_and_redone(tiny, two_videos, tmp_path):
     from selfee.checkpoint import load_model
-    from selfee.embed import TorchEmbedder
 
     a, b = two_videos
     out = tmp_path / "emb"
     model, cfg = load_model(tiny[0])
     inner = TorchEmbedder(model.encoder, "cpu")
-    calls = []
 
-    def failing(frames):
-        calls.append(1)
-        if len(calls) == 5:
-            raise RuntimeError("injected failure")
-        return inner(frames)
+    class Failing(HostEmbedder):
+        name, dim, calls = "torch", 16, 0
 
-    failing.name, failing.dim = "torch", 16
-    manifest = embed_videos([a, b], tiny[0], out, cfg=cfg, embedder=failing, batch_size=8)
+        def __call__(self, frames):
+            self.calls += 1
+            if self.calls == 5:
+                raise RuntimeError("injected failure")
+            return inner(frames)
+
+    manifest = embed_videos([a, b], tiny[0], out, cfg=cfg, embedder=Failing(), batch_size=8)
     assert [v["stem"] for v in manifest["videos"]] == ["a"]
     assert manifest["failed"][0]["video"].endswith("b.mp4") and "injected failure" in manifest["failed"][0]["error"]
     assert not (out / "b.npy").exists() and not list(out.glob("*.partial"))  # cleaned up after a failure

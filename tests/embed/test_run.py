@@ -1,5 +1,5 @@
-"""Bulk embedding: every CPU backend gives the same embeddings, one row per decoded frame; window
-pooling; float16; streaming outputs; bad and truncated videos among good ones."""
+"""Embedding videos into files: one row per decoded frame, the same numbers as the eager encoder, window pooling,
+float16, bad and truncated videos among good ones, memory bounded, arena correction; how an Embedder is given."""
 
 import json
 
@@ -11,45 +11,64 @@ from typer.testing import CliRunner
 from conftest import numbered_frames, write_video
 from selfee.cli import app
 from selfee.data import make_sources
-from selfee.embed import VideoOutputs, WindowPool, completed, embed_videos, iter_embed_batches
+from selfee.embed import HostEmbedder, TorchEmbedder, embed_video, embed_videos, iter_embed_batches
+from selfee.errors import SelfeeError
+from selfee.export.open import open_embedder
 from selfee.video import probe
 
-from .conftest import CFG, cosine_min, decoded_count
+from .conftest import CFG, decoded_count, reference
 
 
-def reference(model, video) -> np.ndarray:
-    """The eager encoder on the reference live frames: what every backend must reproduce."""
-    (src,) = make_sources([probe(video)], CFG)
-    live = torch.cat([b.frames for b in iter_embed_batches(src, CFG, 64)])
-    with torch.no_grad():
-        return model.encoder(live.float() / 255).numpy()
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    d = tmp_path_factory.mktemp("clip")
-    return write_video(d / "clip.mp4", numbered_frames(37), fps=20, g=8, bf=2)
-
-
-@pytest.mark.parametrize("backend", ["torch", "torchscript", "onnx", "auto"])
-def test_every_cpu_backend_gives_the_same_embeddings_one_row_per_frame(tiny, exports, clip, tmp_path, backend):
+def test_embed_videos_outputs_and_bad_inputs(tmp_path, tiny):
     path, model = tiny
-    weights = {"torchscript": exports["torchscript"], "onnx": exports["onnx"]}.get(backend, path)
+    good = write_video(tmp_path / "good.mp4", numbered_frames(30), g=8)
+    short = write_video(tmp_path / "short.mp4", numbered_frames(3))
+    junk = tmp_path / "junk.mp4"
+    junk.write_text("not a video")
     out = tmp_path / "emb"
-    manifest = embed_videos([clip], weights, out, backend=None if backend == "auto" else backend, batch_size=8,
-                            device="cpu", overrides=["embed.pipeline=torch"])
-    x = np.load(out / "clip.npy")
-    n = decoded_count(clip)
-    assert x.shape == (n, 16) and x.dtype == np.float32  # exactly one row per decoded frame
-    index = np.loadtxt(out / "clip.csv", delimiter=",", skiprows=1)
-    assert index[:, 0].tolist() == list(range(n))
-    np.testing.assert_allclose(index[:, 1], np.arange(n) / 20, atol=1e-6)
-    assert cosine_min(x, reference(model, clip)) >= 0.9999
-    # auto on the CPU runs a checkpoint through ONNX Runtime (the fastest CPU backend measured)
-    assert manifest["backend"] == ("onnx" if backend == "auto" else backend)
-    assert manifest["videos"][0]["frames"] == n and manifest["videos"][0]["fps"] > 0
-    assert len(manifest["weights_sha256"]) == 64 and "torch" in manifest["versions"]
+    manifest = embed_videos([good, short, junk], path, out, batch_size=8, device="cpu", open_embedder=open_embedder)
+    x = np.load(out / "good.npy")
+    rows = np.loadtxt(out / "good.csv", delimiter=",", skiprows=1)
+    assert x.shape == (30, 16) and x.dtype == np.float32
+    assert rows[:, 0].tolist() == list(range(30))
+    assert {f["video"].split("/")[-1] for f in manifest["failed"]} == {"short.mp4", "junk.mp4"}
+    assert json.loads((out / "manifest.json").read_text())["videos"][0]["frames"] == 30
     assert not list(out.glob("*.partial"))
+    np.testing.assert_allclose(x, reference(model, good), rtol=1e-4, atol=1e-4)
+
+
+def test_stem_collisions_are_refused(tmp_path, tiny):
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    a = write_video(tmp_path / "d1" / "same.mp4", numbered_frames(8))
+    b = write_video(tmp_path / "d2" / "same.mp4", numbered_frames(8))
+    with pytest.raises(SelfeeError, match="would both write 'same.npy'"):
+        embed_videos([a, b], tiny[0], tmp_path / "out", open_embedder=open_embedder)
+
+
+def test_the_embedder_is_given_or_opened_on_the_ranks_device(tiny, clip, tmp_path):
+    """An opener is called with the weights, the backend (``cfg.embed.backend`` where a cfg is given, else auto),
+    this rank's device and the first video (to verify a new cached export on); overrides apply on top of the
+    config it returns. An Embedder given directly needs its cfg; with neither, nothing is embedded."""
+    path, model = tiny
+    calls = []
+
+    def opener(weights, backend, device, videos):
+        calls.append((weights, backend, device, [v.name for v in videos]))
+        return TorchEmbedder(model.encoder, device), CFG
+
+    m = embed_videos([clip], path, tmp_path / "a", device="cpu", overrides=["embed.dtype=float16"], batch_size=8,
+                     open_embedder=opener, show_progress=False)
+    assert calls == [(path, "auto", "cpu", ["clip.mp4"])]
+    assert m["dtype"] == "float16" and np.load(tmp_path / "a" / "clip.npy").dtype == np.float16
+    embed_videos([clip], path, tmp_path / "b", cfg=CFG.replace(**{"embed.backend": "torchscript"}), device="cpu",
+                 batch_size=8, open_embedder=opener, show_progress=False)
+    assert calls[-1][1] == "torchscript"
+    with pytest.raises(SelfeeError, match="needs its cfg"):
+        embed_videos([clip], path, tmp_path / "c", embedder=TorchEmbedder(model.encoder, "cpu"))
+    with pytest.raises(SelfeeError, match="needs an embedder"):
+        embed_videos([clip], path, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
 
 
 def test_window_pooling_matches_the_originals_avgpool(tiny, clip, tmp_path):
@@ -68,30 +87,6 @@ def test_window_pooling_matches_the_originals_avgpool(tiny, clip, tmp_path):
     # the analysis readers take <stem>.npy + <stem>.csv pairs only: the pooled file has no .csv
     assert not (out / "clip.window4.csv").exists()
     assert json.loads((out / "manifest.json").read_text())["window"] == 4
-
-
-def test_window_pool_streams_across_batches():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((23, 3)).astype(np.float32)
-    pool = WindowPool(5)
-    got = np.concatenate([pool.add(x[i : i + 3]) for i in range(0, 23, 3)])
-    np.testing.assert_allclose(got, x[:20].reshape(4, 5, 3).mean(1), rtol=1e-6)
-    assert len(pool.rest) == 3  # the incomplete last window is dropped
-
-
-def test_rows_go_to_disk_as_they_come(tmp_path):
-    """Nothing accumulates in memory: the .partial files grow while the video is embedded."""
-    out = VideoOutputs(tmp_path, "v", "float32", window=0)
-    for i in range(50):
-        frames = np.arange(i * 100, (i + 1) * 100)
-        out.write(frames, frames / 30.0, np.ones((100, 64), np.float32))
-    out.csv.file.flush()
-    assert (tmp_path / "v.npy.partial").stat().st_size >= 5000 * 64 * 4
-    assert (tmp_path / "v.csv.partial").stat().st_size > 5000 * 8
-    assert not (tmp_path / "v.npy").exists()
-    record = out.commit({"key": "k"})
-    assert record["frames"] == 5000 and completed(tmp_path, "v", "k") is not None
-    assert np.load(tmp_path / "v.npy", mmap_mode="r").shape == (5000, 64)
 
 
 def test_bad_and_truncated_videos_are_reported_and_the_rest_embedded(tiny, tmp_path):
@@ -121,7 +116,7 @@ def test_bad_and_truncated_videos_are_reported_and_the_rest_embedded(tiny, tmp_p
     assert not (out / "junk.npy").exists() and not list(out.glob("*.partial"))
 
 
-class _Wide:
+class _Wide(HostEmbedder):
     """A stand-in embedder with wide rows (2048-d, as the full model), so that rows kept in memory would show."""
 
     name = "wide"
@@ -154,9 +149,9 @@ def test_memory_does_not_grow_with_video_length(tmp_path, monkeypatch):
     rows, CSV text; tracemalloc's peak) stay bounded by the block and batch sizes."""
     import tracemalloc
 
-    import selfee.embed as E
+    from selfee.embed import source
 
-    monkeypatch.setattr(E, "DECODE_BLOCK", 16)  # so that 60 frames already run the pipeline at its steady state
+    monkeypatch.setattr(source, "DECODE_BLOCK", 16)  # so that 60 frames already run the pipeline at its steady state
     peaks = {}
     for n, every in ((60, 1), (600, 8)):  # the census is slow: the long video is sampled every 8th batch
         video = write_video(tmp_path / f"v{n}.mp4", numbered_frames(n), g=8)
@@ -174,7 +169,7 @@ def test_memory_does_not_grow_with_video_length(tmp_path, monkeypatch):
         (tmp_path / f"out{n}").mkdir()
         tracemalloc.start()
         try:
-            record = E.embed_video(src, CFG, _Wide(), tmp_path / f"out{n}", 8, on_batch=sample)
+            record = embed_video(src, CFG, _Wide(), tmp_path / f"out{n}", 8, on_batch=sample)
         finally:
             tracemalloc.stop()
         assert record["frames"] == n and len(tensors) >= 7
@@ -183,42 +178,6 @@ def test_memory_does_not_grow_with_video_length(tmp_path, monkeypatch):
     frame_bytes = 3 * 32 * 48  # one live frame; 600 of them would be 2.8 MB, their rows 4.9 MB
     assert t600 <= 1.5 * t60 + 16 * frame_bytes, peaks
     assert p600 <= 1.5 * p60 + 64 * 1024, peaks
-
-
-def _index_reference(frames: np.ndarray, times: np.ndarray) -> str:
-    return "".join(f"{f},{t:.6f}\n" for f, t in zip(frames.tolist(), times.tolist()))
-
-
-@pytest.mark.parametrize("times", [
-    "fps 20", "fps 29.97", "fps 30000/1001", "fps 59.94", "fps 128 (exact ties)", "pts/90000", "half microseconds",
-    "random", "ten hours", "huge",
-])
-def test_csv_index_block_is_the_per_row_format_exactly(times):
-    from selfee.embed import format_index
-
-    rng = np.random.default_rng(len(times))
-    frames = np.arange(5000, dtype=np.int64) + (10**9 if times == "huge" else 0)
-    t = {
-        "fps 20": frames / 20, "fps 29.97": frames / 29.97, "fps 30000/1001": frames * 1001 / 30000,
-        "fps 59.94": frames / 59.94, "fps 128 (exact ties)": frames / 128.0,  # 1/128 = 0.0078125: half to even
-        "pts/90000": np.cumsum(rng.integers(2900, 3100, 5000)) / 90000, "half microseconds": (frames + 0.5) / 1e6,
-        "random": rng.random(5000) * 3600, "ten hours": 36000 + rng.random(5000), "huge": rng.random(5000) * 3.9e9,
-    }[times]
-    assert format_index(frames, t) == _index_reference(frames, t)
-
-
-def test_csv_index_edge_cases():
-    from selfee.embed import format_index
-
-    cases = [
-        (np.array([0, 9, 10, 99, 100, 10**12]), np.array([0, 5e-7, 1.5e-6, 0.9999995, 9.9999995, 1e-7])),
-        (np.array([0, 1, 2]), np.array([0.0, -0.0, 1.0])),  # -0.0 prints as -0.000000: the per-row path
-        (np.array([0, 1]), np.array([np.nan, -1.25])),
-        (np.array([], np.int64), np.array([])),
-        (np.arange(3, dtype=np.uint32), np.array([4.1e9, 1.0, 2.0])),
-    ]
-    for frames, times in cases:
-        assert format_index(frames, times) == _index_reference(frames, times)
 
 
 def test_embed_with_arena_corners_warps_each_video_as_training_does(tiny, clip, tmp_path):
