@@ -8,18 +8,13 @@ import pytest
 import torch
 
 from conftest import numbered_frames, write_video
-from selfee._deps import available
 from selfee.embed import embed_videos, load_embedder
 from selfee.export.exporter import export_checkpoint
 from selfee.export.graph import random_frames
 
 from .conftest import cosine_min
 
-pytestmark = [
-    pytest.mark.trt,
-    pytest.mark.gpu,
-    pytest.mark.skipif(not (available("tensorrt") and torch.cuda.is_available()), reason="needs TensorRT and a GPU"),
-]
+pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
