@@ -4,8 +4,8 @@ Commands live one group a module (:mod:`~selfee.cli.train`, :mod:`~selfee.cli.em
 parses its options and hands off to one library function, importing heavy parts inside its body so
 that ``selfee-fast --help`` stays fast and works without the extras. Every command runs under
 :func:`handle_errors`: a known failure (:class:`selfee.errors.SelfeeError`) prints one line and
-exits 2; anything else prints one line too and exits 1; ``SELFEE_DEBUG=1`` lets the exception
-propagate instead, traceback and all. Ctrl-C exits 130.
+exits 2, as a bad option value does (typer's usage message); anything else prints one line too and
+exits 1; ``SELFEE_DEBUG=1`` lets the exception propagate instead, traceback and all. Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, typer.BadParameter):  # exits, and usage errors typer reports itself
             raise
         except SelfeeError as exc:
             if debug_enabled():

@@ -18,7 +18,7 @@ import numpy as np
 from selfee._deps import require
 from selfee.errors import SelfeeError
 from selfee.video import VideoInfo, VideoReader, luma
-from selfee.video.arena import Arena
+from selfee.video.arena import Arena, apply_homography
 
 log = logging.getLogger("selfee")
 
@@ -163,9 +163,7 @@ class BlobDetector:
         ys, xs = np.nonzero(labels == k)
         xy = np.stack([xs + x0, ys + y0], axis=1).astype(np.float64)
         if self.matrix is not None:
-            m = self.matrix
-            z = xy @ m[2, :2] + m[2, 2]
-            xy = (xy @ m[:2, :2].T + m[:2, 2]) / z[:, None]
+            xy = apply_homography(self.matrix, xy)
         cx, cy = xy.mean(axis=0)
         if not self.ellipse:
             return (cx, cy, area)

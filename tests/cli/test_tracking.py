@@ -97,6 +97,15 @@ def test_track_window_options_and_bad_option_values(tmp_path, video):
     assert bad.exit_code == 2 and "eight numbers" in bad.output
 
 
+def test_a_bad_arena_kind_and_a_missing_output_are_usage_errors(tmp_path, video):
+    """Exit 2 with the option named, as for any bad option value, not an unexpected error's exit 1."""
+    r = run("track", video, "--out", tmp_path / "o", "--arena", "cat")
+    assert r.exit_code == 2 and "--arena" in r.output and "must be open_field or plus_maze" in r.output
+    assert "SELFEE_DEBUG" not in r.output and not (tmp_path / "o").exists()
+    r = run("arena", video)
+    assert r.exit_code == 2 and "give --out PNG, --pick FILE, or both" in r.output
+
+
 def test_arena_png_has_the_grid_and_the_warped_arena(tmp_path, video):
     r = run("arena", video, "--out", tmp_path / "grid.png", "--grid", 50)
     assert r.exit_code == 0, r.output
