@@ -161,7 +161,7 @@ def _precision(backend: str, device: str, precision: str) -> str:
 
 
 def main(argv=None):
-    from selfee.cli_utils import setup_logging
+    from selfee.console import setup_logging
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

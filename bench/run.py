@@ -189,7 +189,7 @@ def summary(rows: list[dict], path: Path) -> str:
 
 
 def main(argv=None):
-    from selfee.cli_utils import setup_logging
+    from selfee.console import setup_logging
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", choices=sorted(PROFILES), default=None)

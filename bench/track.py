@@ -32,13 +32,13 @@ def bench_video(path: str, repeats: int, reference: str | None, warp_device: str
         BlobDetector,
         TrackOptions,
         decoded_frames,
-        luma,
         make_background,
         sample_frames,
         track_video,
     )
-    from selfee.video import VideoReader, probe
-    from selfee.video.arena import Arena, ArenaWarp, parse_corners_text
+    from selfee.video import VideoReader, luma, probe
+    from selfee.video.arena import Arena, ArenaWarp
+    from selfee.video.corners import parse_corners_text
 
     info = probe(path)
     n = info.frames

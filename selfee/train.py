@@ -422,7 +422,7 @@ class _Progress:
         self.bar = None
         if not enabled:
             return
-        from selfee.cli_utils import progress
+        from selfee.console import progress
 
         self.bar = progress()
         self.task = self.bar.add_task("train", total=total, completed=start, rate="")

@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny configs, small generated videos, the optional real data in ../shared/data."""
+"""Shared fixtures: tiny configs, small generated videos and embeddings, the optional real data in ../shared/data.
+
+Markers by rule (:func:`pytest_collection_modifyitems`), so that ``-m`` selects without per-file marks:
+tests using ``shared_data`` are ``realdata``; tests under tests/pipelines are ``dali``; ``gpu`` and
+``trt`` tests, marked where they are written, are skipped without a CUDA GPU / TensorRT.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,24 @@ SHARED_DATA = Path(os.environ.get("SELFEE_SHARED_DATA", REPO.parent / "shared" /
 
 def pytest_configure(config):
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    from selfee._deps import available
+
+    pipelines = REPO / "tests" / "pipelines"
+    no_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU")
+    no_trt = None if available("tensorrt") else pytest.mark.skip(reason="needs TensorRT")
+    for item in items:
+        if "shared_data" in item.fixturenames:
+            item.add_marker(pytest.mark.realdata)
+        if item.path.is_relative_to(pipelines):
+            item.add_marker(pytest.mark.dali)
+        if no_gpu and item.get_closest_marker("gpu"):
+            item.add_marker(no_gpu)
+        if no_trt and item.get_closest_marker("trt"):
+            item.add_marker(no_trt)
 
 
 # The smallest configuration that still runs every part of training and embedding on a CPU in seconds.
@@ -48,6 +71,18 @@ def _yaml_value(v) -> str:
 def tiny_cfg():
     """``tiny_cfg(*sets, **overrides)``: see :func:`make_tiny_cfg`."""
     return make_tiny_cfg
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """``tiny_config(*sets, **overrides)``: :func:`make_tiny_cfg` written as YAML, its path (for ``--config``)."""
+
+    def write(*sets: str, **overrides) -> Path:
+        path = tmp_path / "tiny.yaml"
+        path.write_text(make_tiny_cfg(*sets, **overrides).to_yaml())
+        return path
+
+    return write
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +120,49 @@ def numbered_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
         x = (i * 3) % (w - 8)
         frames[i, 4:-4, x : x + 8, :] = 250
     return frames
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def write_embed(d: Path, stem: str, x: np.ndarray, frames: np.ndarray | None = None, fps: float = 30.0,
+                dtype=np.float32) -> Path:
+    """``<stem>.npy`` + ``<stem>.csv`` as `selfee-fast embed` writes them."""
+    d.mkdir(parents=True, exist_ok=True)
+    frames = np.arange(len(x)) if frames is None else np.asarray(frames)
+    np.save(d / f"{stem}.npy", np.asarray(x, dtype=dtype))
+    with open(d / f"{stem}.csv", "w") as fh:
+        fh.write("frame,time_s\n")
+        for f in frames:
+            fh.write(f"{int(f)},{(f - frames[0]) / fps:.6f}\n")
+    return d / f"{stem}.npy"
+
+
+def cluster_sequence(rng, centers: np.ndarray, states: np.ndarray, noise: float = 0.05) -> np.ndarray:
+    """Frames drawn around the centre of each frame's state."""
+    return centers[states] + noise * rng.standard_normal((len(states), centers.shape[1]))
+
+
+def bouts(rng, n: int, k: int, mean_len: int = 30) -> np.ndarray:
+    """A state sequence of n frames made of bouts of random states (consecutive bouts differ)."""
+    out, s = [], int(rng.integers(k))
+    while sum(len(b) for b in out) < n:
+        out.append(np.full(int(rng.integers(mean_len // 2, mean_len * 3 // 2 + 1)), s))
+        s = (s + 1 + int(rng.integers(k - 1))) % k
+    return np.concatenate(out)[:n]
+
+
+def arena_video(path: Path, n: int = 40, fps: int = 10) -> tuple[Path, np.ndarray]:
+    """A fixed textured floor with a bright square moving across it: the mean is nearly the floor."""
+    rng = np.random.default_rng(0)
+    floor = np.kron(rng.integers(60, 120, (6, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    frames = np.repeat(floor[None], n, 0)
+    for i in range(n):
+        x = (i * 5) % 56
+        frames[i, 20:28, x : x + 8] = 240
+    return write_video(path, frames, fps=fps, crf=0), floor
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def score_group(
     stats: BlockStats | None = None,
 ) -> list[VideoScores]:
     """Scores of every video against the reference group (a video never counts as its own reference)."""
-    from selfee.cli_utils import progress
+    from selfee.console import progress
 
     out = []
     with progress() as bar:

@@ -169,7 +169,7 @@ def cross_validate(
     """
     if len(seqs) < 2:
         raise SelfeeError("leave-one-video-out needs at least two labelled videos (or use --segments)")
-    from selfee.cli_utils import progress
+    from selfee.console import progress
 
     preds, scores = [], []
     with progress() as bar:

@@ -296,7 +296,7 @@ class _Meter:
 
 def _progress(show: bool):
     if show:
-        from selfee.cli_utils import progress
+        from selfee.console import progress
 
         return progress()
     from rich.progress import Progress

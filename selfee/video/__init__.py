@@ -1,8 +1,9 @@
 """Videos: reading (probe, decode, grey), writing, per-video preprocessing and arenas, opening the inputs.
 
 ``reader`` (PyAV probing and decoding; the luma rule), ``writer`` (the one encoder), ``preprocess``
-(time window, ROI, arena warp, background, illumination), ``arena`` (arena geometry, corner files)
-and ``inputs`` (expanding paths and the one bad-input policy). The names below are the public ones.
+(time window, ROI, arena warp, background, illumination), ``arena`` (arena geometry), ``corners``
+(corner files, per-video arenas in the config) and ``inputs`` (expanding paths and the one bad-input
+policy). The names below are the public ones.
 """
 
 from selfee.video.inputs import (

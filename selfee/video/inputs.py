@@ -64,7 +64,7 @@ def open_inputs(
     process opens (a torchrun rank's share). With ``require=False`` no usable video is not an error
     (the caller decides, e.g. after the ranks have met).
     """
-    from selfee.video.arena import apply_corners
+    from selfee.video.corners import apply_corners
 
     paths = expand_inputs(items)
     if not paths:

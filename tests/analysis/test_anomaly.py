@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from conftest import bouts, cluster_sequence, numbered_frames, write_embed, write_video
 from selfee.analysis.anomaly import AnomalyOptions, anomalous_ranges, detect
 from selfee.errors import SelfeeError
-
-from .conftest import bouts, cluster_sequence, write_embed
 
 
 def unit(x):
@@ -75,3 +74,23 @@ def test_ranges_merge_gaps_and_drop_short_runs():
     assert anomalous_ranges(frames, flags) == [(2, 4), (5, 8), (12, 13)]
     assert anomalous_ranges(frames, flags, merge_gap=1) == [(2, 8), (12, 13)]
     assert anomalous_ranges(frames, flags, min_frames=2) == [(2, 4), (5, 8)]
+
+
+def test_anomaly_clip_of_the_flagged_frames(tmp_path, rng):
+    from selfee.analysis.anomaly import AnomalyOptions, detect
+    from selfee.video import probe
+
+    n = 60
+    centers = unit(rng.standard_normal((3, 6)))
+    s = np.zeros(n, int)
+    s[10:15] = 2
+    s[40:45] = 2  # the novel state, twice
+    write_embed(tmp_path / "q", "clipvid", cluster_sequence(rng, centers, s, 0.01), fps=25)
+    write_embed(tmp_path / "r", "ref", cluster_sequence(rng, centers, np.arange(n) % 2, 0.01), fps=25)
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "clipvid.mp4", numbered_frames(n), crf=0)
+    res = detect(tmp_path / "r", tmp_path / "q", tmp_path / "out", None,
+                 AnomalyOptions(window=5, threshold=0.5), videos_dir=tmp_path / "videos")
+    assert [(int(a), int(b)) for a, b in res.ranges["clipvid"]] == [(10, 15), (40, 45)]
+    clip = probe(tmp_path / "out" / "clips" / "clipvid_anomalies.mp4")
+    assert clip.frames == 10

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import bouts, cluster_sequence, write_embed
 from selfee.analysis.classify import (
     KnnOptions,
     LabelledSeq,
@@ -18,8 +19,6 @@ from selfee.analysis.classify import (
     reference_rows,
 )
 from selfee.errors import SelfeeError
-
-from .conftest import bouts, cluster_sequence, write_embed
 
 
 def unit(x):

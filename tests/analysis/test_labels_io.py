@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import write_embed
 from selfee.analysis import io
 from selfee.errors import SelfeeError
-
-from .conftest import write_embed
 
 
 def test_text_labels_are_one_based_inclusive_with_comments(tmp_path):

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from conftest import bouts, cluster_sequence, write_embed
 from selfee.analysis.compare import CompareOptions, binned, compare, dtw_distance, dtw_reference, group_test
 from selfee.analysis.maps import make_map
 from selfee.analysis.motifs import MotifOptions, find_motifs, transitions
-
-from .conftest import bouts, cluster_sequence, write_embed
 
 
 def unit(x):

@@ -79,7 +79,6 @@ def test_fill_gaps_only_short_interior_runs():
     assert np.isnan(got[4:8]).all() and np.isnan(got[9])
 
 
-@pytest.mark.realdata
 def test_real_courtship_pose(shared_data, tmp_path):
     h5 = shared_data / "labels" / "predictions.analysis.h5"
     if not h5.is_file():

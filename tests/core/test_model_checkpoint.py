@@ -238,11 +238,7 @@ _ORIGINAL_TO_OURS = {
     "predictor.predictor.": "predictor.",
     "predictor.groupDis.0.": "cld_head.linear.",
 }
-_TRAIN_TINY = ["--device", "cpu", "--pipeline", "torch", "--steps", 1, "-s", "model.arch=resnet18",
-               "-s", "model.proj_dim=64", "-s", "model.pred_hidden=16", "-s", "model.cld_dim=32",
-               "-s", "loss.clusters=3", "-s", "optim.batch_size=8", "-s", "data.input_size=[32,32]",
-               "-s", "data.frame_interval=1", "-s", "data.chunk_frames=16", "-s", "data.pool_batches=2",
-               "-s", "train.eval_every=0", "-s", "train.tensorboard=false"]
+ORIGINAL_DIMS = ("model.proj_dim=64", "model.pred_hidden=16", "model.cld_dim=32")  # those of _original()
 
 
 def run_cli(*args):
@@ -253,7 +249,7 @@ def run_cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def _weights_at_first_step(monkeypatch, tmp_path, init):
+def _weights_at_first_step(monkeypatch, tmp_path, init, tiny_config):
     """``selfee-fast train --init INIT``, stopped where training would start: the model's state then."""
     import selfee.train
 
@@ -266,29 +262,26 @@ def _weights_at_first_step(monkeypatch, tmp_path, init):
 
     monkeypatch.setattr(selfee.train.Trainer, "fit", fit)
     video = write_video(tmp_path / "clip.mp4", numbered_frames(20))
-    r = run_cli("train", video, "--out", tmp_path / "run", "--init", init, *_TRAIN_TINY)
+    r = run_cli("train", video, "--out", tmp_path / "run", "--init", init, "--steps", 1, "--config", tiny_config(*ORIGINAL_DIMS))
     assert r.exit_code == 0, r.output
     return seen
 
 
-def test_train_init_from_an_original_file(monkeypatch, tmp_path):
+def test_train_init_from_an_original_file(monkeypatch, tmp_path, tiny_config):
     sd = _original().state_dict()
     path = tmp_path / "Selfee_weights.pkl"
     torch.save(sd, path)
-    seen = _weights_at_first_step(monkeypatch, tmp_path, path)
+    seen = _weights_at_first_step(monkeypatch, tmp_path, path, tiny_config)
     assert seen["step"] == 0 and len(seen["state"]) == len(sd)
     for k, v in sd.items():
         old = next(p for p in _ORIGINAL_TO_OURS if k.startswith(p))
         assert torch.equal(seen["state"][_ORIGINAL_TO_OURS[old] + k[len(old):]], v), k
 
 
-def test_train_init_from_a_selfee_fast_checkpoint_takes_weights_only(monkeypatch, tmp_path):
-    from selfee.config import SelfeeConfig
+def test_train_init_from_a_selfee_fast_checkpoint_takes_weights_only(monkeypatch, tmp_path, tiny_cfg, tiny_config):
     from selfee.train import Trainer
 
-    cfg = SelfeeConfig.load(overrides=["model.arch=resnet18", "model.proj_dim=64", "model.pred_hidden=16",
-                                       "model.cld_dim=32", "model.init=none", "loss.clusters=3", "optim.batch_size=8",
-                                       "train.seed=5", "train.tensorboard=false", "train.device=cpu"])
+    cfg = tiny_cfg(*ORIGINAL_DIMS, "train.seed=5")
     trainer = Trainer(cfg, tmp_path / "earlier")
     with torch.no_grad():  # weights no fresh model has, buffers included
         for v in trainer.model.state_dict().values():
@@ -297,7 +290,7 @@ def test_train_init_from_a_selfee_fast_checkpoint_takes_weights_only(monkeypatch
     trainer.step = 7
     trainer.save()
     ckpt = torch.load(tmp_path / "earlier" / "last.pt", weights_only=True)
-    seen = _weights_at_first_step(monkeypatch, tmp_path, tmp_path / "earlier" / "last.pt")
+    seen = _weights_at_first_step(monkeypatch, tmp_path, tmp_path / "earlier" / "last.pt", tiny_config)
     assert seen["step"] == 0  # --init takes the weights, not the optimizer or the step (that is --resume)
     assert set(seen["state"]) == set(ckpt["model"])
     for k, v in ckpt["model"].items():

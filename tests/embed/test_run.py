@@ -183,7 +183,7 @@ def test_memory_does_not_grow_with_video_length(tmp_path, monkeypatch):
 def test_embed_with_arena_corners_warps_each_video_as_training_does(tiny, clip, tmp_path):
     """--corners/--arena on embed: the same per-video arena entries as train (selfee.video.arena.apply_corners); the
     embeddings are those of the warped live frames, one row per decoded frame, and the manifest keeps the arena."""
-    from selfee.video.arena import apply_corners
+    from selfee.video.corners import apply_corners
 
     corners = "6,4 58,8 56,44 8,40"
     out = tmp_path / "emb"

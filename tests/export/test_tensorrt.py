@@ -16,11 +16,7 @@ from selfee.export.open import open_embedder
 
 from .conftest import cosine_min
 
-pytestmark = [
-    pytest.mark.trt,
-    pytest.mark.gpu,
-    pytest.mark.skipif(not (available("tensorrt") and torch.cuda.is_available()), reason="needs TensorRT and a GPU"),
-]
+pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])

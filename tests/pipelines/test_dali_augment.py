@@ -11,7 +11,6 @@ from selfee.config import AugmentConfig  # noqa: E402
 from selfee.pipelines.augment import DaliAugmenter  # noqa: E402
 from selfee.turbo import turbo_table  # noqa: E402
 
-pytestmark = pytest.mark.dali
 CPU = torch.device("cpu")
 
 

@@ -18,8 +18,6 @@ from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.pipelines.decode import DaliChunkDecoder, stream_blocks  # noqa: E402
 from selfee.video.arena import MASK_FILL, ArenaWarp  # noqa: E402
 
-pytestmark = pytest.mark.dali
-
 S = 48  # arena side: also the input size, so that no resize blurs the comparison
 ARENAS = {
     "open_field": [[14, 6], [84, 10], [90, 58], [8, 54]],  # clockwise from the upper left, in a 96 x 64 frame
@@ -136,7 +134,6 @@ def test_embedding_with_an_arena(vp9, kind):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kind", list(ARENAS))
 def test_the_warp_on_nvdec_frames_equals_the_torch_warp(tmp_path, kind):
     """The GPU lane: ``warp_perspective`` on the GPU (CV-CUDA) against torch's warp of the same NVDEC frames."""

@@ -17,8 +17,6 @@ from selfee.data import ChunkDecoder, ReferenceLoader, make_sources, plan_chunks
 from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.pipelines.decode import DaliChunkDecoder  # noqa: E402
 
-pytestmark = pytest.mark.dali
-
 
 def encode(path, frames, codec, **opts):
     try:

@@ -18,8 +18,6 @@ from selfee.data import make_sources, plan_chunks  # noqa: E402
 from selfee.pipelines import decode  # noqa: E402
 from selfee.pipelines.segments import SegmentCutter, plan_segments  # noqa: E402
 
-pytestmark = pytest.mark.dali
-
 FAST_VP9 = {"deadline": "realtime", "cpu-used": 8}
 
 
@@ -106,7 +104,6 @@ def test_a_segment_decodes_to_the_frames_of_the_source(tmp_path, codec, suffix, 
     cutter.close()
 
 
-@pytest.mark.realdata
 @pytest.mark.parametrize("name", ["centered_pair_small.mp4", "mouse_video.mp4", "bsoid/body_groom_hstacked.mp4"])
 def test_segments_of_real_videos(shared_data, name):
     from conftest import real_video
@@ -212,7 +209,6 @@ def test_embedding_feeds_segments_not_the_file(long_vp9, fed, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("opts", [{"g": 12, "bf": 2}, {"bf": 3, "x264-params": "open-gop=1:keyint=12:min-keyint=12"}])
 def test_nvdec_gives_the_same_frames_from_segments_as_from_the_file(tmp_path, opts):
     """NVDEC (DALI's mixed decoder, Annex B through ``h264_mp4toannexb`` for Matroska) on H.264 segments."""

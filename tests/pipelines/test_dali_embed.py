@@ -17,8 +17,6 @@ from selfee.live_frames import neighbor_indices  # noqa: E402
 from selfee.pipelines.embed import dali_embed_batches  # noqa: E402
 from selfee.video import probe, probe_many  # noqa: E402
 
-pytestmark = pytest.mark.dali
-
 
 def encode(path, frames, codec, pix="yuv420p", **opts):
     try:

@@ -15,8 +15,7 @@ from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.live_frames import neighbor_indices  # noqa: E402
 from selfee.video import probe  # noqa: E402
 
-pytestmark = [pytest.mark.gpu, pytest.mark.dali,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = pytest.mark.gpu
 
 # Bounds (grey levels) against the PyAV reference, for grey content (neutral chroma, as grey / IR
 # behaviour videos): DALI turns NVDEC's NV12 into RGB (BT.601, Y nearest, chroma bilinear) and the
@@ -127,7 +126,6 @@ def test_nvdec_embedding_counts_and_content(h264_grey, size, bound):
     assert max_abs_diff(ours, want) <= bound  # frame content and order (the bar moves every frame)
 
 
-@pytest.mark.realdata
 def test_nvdec_parity_on_a_real_mouse_video(shared_data, caplog):
     from selfee.pipelines.embed import dali_embed_batches
     from selfee.pipelines.train import DaliTrainPipeline
@@ -153,7 +151,6 @@ def test_nvdec_parity_on_a_real_mouse_video(shared_data, caplog):
         assert torch.equal(a.frame, r.frame) and max_abs_diff(as_uint8(a.view1), r.frames) <= RESIZED_BOUND
 
 
-@pytest.mark.realdata
 def test_444_h264_falls_back_to_cpu_decoding(shared_data, caplog):
     from selfee.pipelines.embed import dali_embed_batches
 

@@ -14,8 +14,6 @@ from selfee.pipelines.embed import dali_embed_batches  # noqa: E402
 from selfee.pipelines.train import DaliTrainPipeline  # noqa: E402
 from selfee.video import probe  # noqa: E402
 
-pytestmark = [pytest.mark.dali, pytest.mark.realdata]
-
 
 def test_training_parity_on_a_real_fly_video(shared_data):
     """H.264 on the CPU goes through PyAV (DALI's CPU decoder does not read it): this checks the DALI

@@ -26,8 +26,6 @@ from selfee.pipelines import backend  # noqa: E402
 from selfee.pipelines.train import DaliTrainPipeline  # noqa: E402
 from selfee.video import probe  # noqa: E402
 
-pytestmark = pytest.mark.dali
-
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):

@@ -11,7 +11,6 @@ from selfee.video import probe
 pytest.importorskip("cv2")
 
 
-@pytest.mark.realdata
 def test_centroids_agree_with_tracktor_on_mouse_video(shared_data):
     video = real_video(shared_data, "mouse_video.mp4")
     ref_path = shared_data / "labels" / "mouse_video_tracked.csv"

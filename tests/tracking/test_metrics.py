@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from selfee.errors import ConfigError
-from selfee.track_metrics import (
+from selfee.tracking.metrics import (
     normalize_filter,
     path_length,
     smooth_positions,
     speeds,
     summarize,
+    unit_per_px,
     zone_entries,
     zones,
 )
@@ -84,3 +85,12 @@ def test_summary_in_real_units():
     assert row["frames_found"] == 2 and row["frames_missing"] == 1
     assert row["distance_px"] == 10 and row["distance_units"] == 5 and row["mean_speed_units_s"] == 50
     assert row["centre_fraction"] == 0  # both positions lie in the periphery
+
+
+def test_units_per_pixel_from_the_arena_length():
+    # the arena spans 2 x 40 = 80 warped pixels: 40 cm across is 0.5 cm a pixel
+    assert unit_per_px(OF, 40.0) == 0.5
+    assert unit_per_px(None, 40.0) is None and unit_per_px(OF, None) is None
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="arena length"):
+            unit_per_px(OF, bad)

@@ -10,7 +10,7 @@ import pytest
 from conftest import numbered_frames, write_video
 from selfee.config import SelfeeConfig
 from selfee.errors import SelfeeError
-from selfee.video import open_inputs
+from selfee.video import expand_inputs, open_inputs, probe_many
 
 QUAD = [[4, 4], [60, 4], [60, 44], [4, 44]]
 
@@ -63,3 +63,28 @@ def test_a_share_of_the_inputs_and_outputs_that_would_collide(folder, tmp_path):
     write_video(other / "good.mp4", numbered_frames(5))
     with pytest.raises(SelfeeError, match="would both write 'good.npy'; use different output folders"):
         open_inputs([d / "good.mp4", other / "good.mp4"], SelfeeConfig(), writes="{stem}.npy")
+
+
+def test_probe_many_reports_bad_and_short_videos(tmp_path):
+    good = write_video(tmp_path / "good.mp4", numbered_frames(20))
+    short = write_video(tmp_path / "short.mp4", numbered_frames(3))
+    infos, bad = probe_many([good, short, tmp_path / "gone.mp4"], min_frames=5)
+    assert [i.path.name for i in infos] == ["good.mp4"]
+    assert len(bad) == 2 and "3 frames" in str(bad[0]) and "not found" in str(bad[1])
+
+
+def test_expand_inputs(tmp_path):
+    sub = tmp_path / "videos" / "day1"
+    sub.mkdir(parents=True)
+    a = write_video(sub / "a.mp4", numbered_frames(5))
+    b = write_video(tmp_path / "videos" / "b.avi", numbered_frames(5), codec="mpeg4")
+    (tmp_path / "videos" / "notes.txt").write_text("x")
+    assert expand_inputs([tmp_path / "videos"]) == sorted([a, b])
+    assert expand_inputs([str(tmp_path / "videos" / "**" / "*.mp4")]) == [a]
+    assert expand_inputs([a, a]) == [a]
+    with pytest.raises(SelfeeError, match="matches no files"):
+        expand_inputs([str(tmp_path / "*.mkv")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SelfeeError, match="contains no videos"):
+        expand_inputs([empty])

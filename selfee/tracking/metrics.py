@@ -9,6 +9,7 @@ closed arms (vertical) and the central square where they cross.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -157,3 +158,12 @@ def summarize(xy: np.ndarray, speed: np.ndarray, z: np.ndarray, fps: float, aren
             open_entry_ratio=open_e / (open_e + closed_e) if open_e + closed_e > 0 else float("nan"),
         )
     return row
+
+
+def unit_per_px(arena: Arena | None, arena_length: float | None) -> float | None:
+    """Physical units per warped pixel, from the arena's side (open field) or end-to-end length (plus maze)."""
+    if arena is None or arena_length is None:
+        return None
+    if not (arena_length > 0 and math.isfinite(arena_length)):
+        raise ConfigError(f"arena length must be > 0 (got {arena_length})")
+    return arena_length / (2 * arena.half_side)

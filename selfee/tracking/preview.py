@@ -12,7 +12,8 @@ import torch
 
 from selfee.errors import SelfeeError
 from selfee.video import VideoInfo, VideoReader, probe
-from selfee.video.arena import CORNER_NAMES, Arena, ArenaWarp, corners_overrides, write_corners
+from selfee.video.arena import CORNER_NAMES, Arena, ArenaWarp
+from selfee.video.corners import corners_overrides, write_corners
 
 log = logging.getLogger("selfee")
 

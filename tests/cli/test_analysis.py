@@ -1,4 +1,4 @@
-"""The analysis commands through the CLI: help texts, outputs, exit codes; evaluate end to end."""
+"""The analysis commands through the CLI: help texts, outputs, exit codes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import numbered_frames, write_video
+from conftest import bouts, cluster_sequence, write_embed
 from selfee.cli import app
-
-from .conftest import bouts, cluster_sequence, write_embed
 
 runner = CliRunner()
 COMMANDS = ["classify", "anomaly", "map", "motifs", "compare", "pose-states", "pose-crop", "evaluate"]
@@ -128,57 +126,3 @@ def test_known_failures_are_one_line_errors(tmp_path):
     r = runner.invoke(app, ["classify", str(tmp_path / "e"), "--labels", str(tmp_path), "--out", str(tmp_path / "o"),
                             "--smooth-window", "4"])
     assert r.exit_code == 2 and "odd" in r.output
-
-
-def test_anomaly_clip_of_the_flagged_frames(tmp_path, rng):
-    from selfee.analysis.anomaly import AnomalyOptions, detect
-    from selfee.video import probe
-
-    n = 60
-    centers = unit(rng.standard_normal((3, 6)))
-    s = np.zeros(n, int)
-    s[10:15] = 2
-    s[40:45] = 2  # the novel state, twice
-    write_embed(tmp_path / "q", "clipvid", cluster_sequence(rng, centers, s, 0.01), fps=25)
-    write_embed(tmp_path / "r", "ref", cluster_sequence(rng, centers, np.arange(n) % 2, 0.01), fps=25)
-    (tmp_path / "videos").mkdir()
-    write_video(tmp_path / "videos" / "clipvid.mp4", numbered_frames(n), crf=0)
-    res = detect(tmp_path / "r", tmp_path / "q", tmp_path / "out", None,
-                 AnomalyOptions(window=5, threshold=0.5), videos_dir=tmp_path / "videos")
-    assert [(int(a), int(b)) for a, b in res.ranges["clipvid"]] == [(10, 15), (40, 45)]
-    clip = probe(tmp_path / "out" / "clips" / "clipvid_anomalies.mp4")
-    assert clip.frames == 10
-
-
-def test_evaluate_compares_trained_untrained_and_pixels(tmp_path):
-    import torch
-
-    from selfee.analysis.classify import KnnOptions
-    from selfee.analysis.evaluate import evaluate
-    from selfee.checkpoint import checkpoint_dict
-    from selfee.config import SelfeeConfig
-    from selfee.fileio import atomic_save
-    from selfee.model import Selfee
-
-    frames = numbered_frames(40, 32, 32)
-    (tmp_path / "vids").mkdir()
-    write_video(tmp_path / "vids" / "clip.mp4", frames, crf=0)
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "clip.txt").write_text("1 20 left\n21 40 right\n")
-    cfg = SelfeeConfig.load(preset="tiny", overrides=["data.input_size=[32,32]", "embed.batch_size=16"])
-    torch.manual_seed(1)
-    atomic_save(checkpoint_dict(Selfee(cfg.model), cfg), tmp_path / "w.pt")
-    res = evaluate([tmp_path / "vids" / "clip.mp4"], tmp_path / "labels", tmp_path / "w.pt", tmp_path / "ev",
-                   KnnOptions(k=5, smooth="none", gap=2), segments=4, pixel_size=4, device="cpu")
-    assert [r["method"] for r in res.table] == ["trained", "untrained", "pixels"]
-    assert [r["dim"] for r in res.table] == [cfg.model.proj_dim, cfg.model.proj_dim, 3 * 4 * 4]
-    assert all(r["frames"] == 40 for r in res.table)
-    x = np.load(tmp_path / "ev" / "embed_pixels" / "clip.npy")
-    # The pixel baseline is the live frame (t-1, t, t+1 in grey) shrunk to 4 x 4: check frame 7's centre channel.
-    from selfee.augment import resize_uint8
-    from selfee.live_frames import rgb_to_gray_np
-
-    grey = torch.from_numpy(rgb_to_gray_np(frames[7]))[None, None]
-    want = resize_uint8(resize_uint8(grey, (32, 32)), (4, 4)).flatten().float() / 255
-    np.testing.assert_allclose(x[7, 16:32], want.numpy(), atol=1.5 / 255)
-    assert (tmp_path / "ev" / "evaluation.png").is_file() and (tmp_path / "ev" / "evaluation.csv").is_file()

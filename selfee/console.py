@@ -1,63 +1,21 @@
-"""Shared CLI plumbing: one-line errors, logging, progress bars.
+"""Terminal output, for the library and the CLI alike: one-line log messages on stderr, progress bars.
 
-Commands only parse their options and hand off to one library function. Known failures
-(:class:`selfee.errors.SelfeeError`) print one line and exit with code 2; anything else prints
-one line too, unless ``SELFEE_DEBUG=1`` asks for the traceback.
+Log records of the ``selfee`` logger print as one line each (info plain, others prefixed
+``warning:``/``error:``); ``SELFEE_DEBUG=1`` adds tracebacks, here and in the CLI's error handling
+(:mod:`selfee.cli.app`). Long loops (training, embedding, tracking, analyses) show a rich progress
+bar on a terminal.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
-
-import typer
-
-from selfee.errors import SelfeeError
-
-log = logging.getLogger("selfee")
-
-EXIT_USER_ERROR = 2
-EXIT_PARTIAL = 3  # some inputs failed, the others were processed
-EXIT_INTERRUPTED = 130
 
 
 def debug_enabled() -> bool:
+    """``SELFEE_DEBUG`` is set (and not 0/false/no): show tracebacks."""
     return os.environ.get("SELFEE_DEBUG", "").strip() not in ("", "0", "false", "no")
-
-
-def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
-    """Print ``error: message`` on stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def handle_errors(fn: Callable) -> Callable:
-    """Turn known failures into one-line messages and exit codes (tracebacks with SELFEE_DEBUG=1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except SelfeeError as exc:
-            if debug_enabled():
-                raise
-            raise fail(str(exc)) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        except Exception as exc:  # unexpected: still one line unless debugging
-            if debug_enabled():
-                raise
-            raise fail(
-                f"{type(exc).__name__}: {exc} (set SELFEE_DEBUG=1 for the traceback)", code=1
-            ) from None
-
-    return wrapper
 
 
 class _Formatter(logging.Formatter):

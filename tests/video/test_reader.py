@@ -1,12 +1,12 @@
-"""PyAV reading: probing without decoding, frame-exact seeks, clear errors, input expansion."""
+"""PyAV reading: probing without decoding, frame-exact seeks, clear errors, the luma rule."""
 
 import av
 import numpy as np
 import pytest
 
 from conftest import numbered_frames, real_video, write_video
-from selfee.errors import SelfeeError, VideoError
-from selfee.video import VideoReader, expand_inputs, frame_to_grey, frame_to_rgb, probe, probe_many
+from selfee.errors import VideoError
+from selfee.video import VideoReader, frame_to_grey, frame_to_rgb, probe
 
 
 def decode_all(path):
@@ -105,32 +105,6 @@ def test_truncated_video_is_read_as_far_as_it_goes(tmp_path):
     assert 0 < info.frames <= 60
 
 
-def test_probe_many_reports_bad_and_short_videos(tmp_path):
-    good = write_video(tmp_path / "good.mp4", numbered_frames(20))
-    short = write_video(tmp_path / "short.mp4", numbered_frames(3))
-    infos, bad = probe_many([good, short, tmp_path / "gone.mp4"], min_frames=5)
-    assert [i.path.name for i in infos] == ["good.mp4"]
-    assert len(bad) == 2 and "3 frames" in str(bad[0]) and "not found" in str(bad[1])
-
-
-def test_expand_inputs(tmp_path):
-    sub = tmp_path / "videos" / "day1"
-    sub.mkdir(parents=True)
-    a = write_video(sub / "a.mp4", numbered_frames(5))
-    b = write_video(tmp_path / "videos" / "b.avi", numbered_frames(5), codec="mpeg4")
-    (tmp_path / "videos" / "notes.txt").write_text("x")
-    assert expand_inputs([tmp_path / "videos"]) == sorted([a, b])
-    assert expand_inputs([str(tmp_path / "videos" / "**" / "*.mp4")]) == [a]
-    assert expand_inputs([a, a]) == [a]
-    with pytest.raises(SelfeeError, match="matches no files"):
-        expand_inputs([str(tmp_path / "*.mkv")])
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(SelfeeError, match="contains no videos"):
-        expand_inputs([empty])
-
-
-@pytest.mark.realdata
 def test_real_videos_probe(shared_data):
     info = probe(real_video(shared_data, "centered_pair_small.mp4"))
     assert (info.frames, info.width, info.height) == (1100, 384, 384)
@@ -189,7 +163,6 @@ def test_luma_is_the_plane_at_its_range_and_grey_expands_it():
     assert not lim and (plane == rgb_to_gray_np(rgb)).all()
 
 
-@pytest.mark.realdata
 def test_grey_on_real_videos(shared_data):
     from selfee.live_frames import rgb_to_gray_np
     from selfee.video import frame_to_grey

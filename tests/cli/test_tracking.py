@@ -5,18 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from conftest import write_video
-from selfee.cli import app
+
+from .conftest import run
 
 cv2 = pytest.importorskip("cv2")
-runner = CliRunner()
 QUAD = "30,20 140,26 150,110 24,104"
-
-
-def run(*args, env=None):
-    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +44,7 @@ def test_track_writes_per_video_files_and_a_summary_and_reports_bad_inputs(tmp_p
     assert manifest["videos"][0]["arena"]["kind"] == "open_field"
 
 
-TINY = ["--preset", "tiny", "-s", "data.input_size=[32,32]", "-s", "optim.batch_size=8", "-s", "train.eval_every=0",
-        "-s", "model.proj_dim=32", "-s", "model.pred_hidden=8", "-s", "model.cld_dim=16", "-s", "loss.clusters=3",
-        "-s", "train.tensorboard=false", "--device", "cpu", "--pipeline", "torch", "--steps", 1]
-
-
-def test_bad_corners_of_one_video_fail_that_video_only(tmp_path, video):
+def test_bad_corners_of_one_video_fail_that_video_only(tmp_path, video, tiny_config):
     """The same policy in every command: track, prepare, train and embed report each bad video in one line
     and go on with the others."""
     import shutil
@@ -81,7 +71,7 @@ def test_bad_corners_of_one_video_fail_that_video_only(tmp_path, video):
     assert sorted(f["video"].split("/")[-1] for f in manifest["failed"]) == ["rat.mp4", "vole.mp4"]
     assert (tmp_path / "out" / "mouse_track.csv").is_file() and not (tmp_path / "out" / "rat_track.csv").exists()
     assert "mouse.mp4: frames 0-49 (50)" in r.output  # prepare went on with the good video
-    r = run("train", vids, "--corners", corners, "--out", tmp_path / "run", *TINY)
+    r = run("train", vids, "--corners", corners, "--out", tmp_path / "run", "--steps", 1, "--config", tiny_config())
     assert r.exit_code == 0 and "training on 1 videos" in r.output and "2 skipped" in r.output, r.output
     r2 = run("embed", vids, "--corners", corners, "--weights", tmp_path / "run" / "last.pt", "--out", tmp_path / "emb",
              "--device", "cpu")
@@ -105,6 +95,15 @@ def test_track_window_options_and_bad_option_values(tmp_path, video):
     ]
     bad = run("track", video, "--out", tmp_path / "o3", "--corners", "1,2 3,4")
     assert bad.exit_code == 2 and "eight numbers" in bad.output
+
+
+def test_a_bad_arena_kind_and_a_missing_output_are_usage_errors(tmp_path, video):
+    """Exit 2 with the option named, as for any bad option value, not an unexpected error's exit 1."""
+    r = run("track", video, "--out", tmp_path / "o", "--arena", "cat")
+    assert r.exit_code == 2 and "--arena" in r.output and "must be open_field or plus_maze" in r.output
+    assert "SELFEE_DEBUG" not in r.output and not (tmp_path / "o").exists()
+    r = run("arena", video)
+    assert r.exit_code == 2 and "give --out PNG, --pick FILE, or both" in r.output
 
 
 def test_arena_png_has_the_grid_and_the_warped_arena(tmp_path, video):

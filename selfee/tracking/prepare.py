@@ -66,8 +66,8 @@ def prepare_videos(
 
     Bad videos are reported and skipped. Returns ``{"videos": [...], "failed": [...]}``.
     """
-    from selfee.cli_utils import progress as make_progress
     from selfee.config import SelfeeConfig
+    from selfee.console import progress as make_progress
     from selfee.fileio import check_writable
     from selfee.video import open_inputs, preprocessor_for
 
