@@ -1,68 +1,37 @@
 """The DALI training pipeline: batches of two augmented live-frame views, NVDEC + GPU (or DALI CPU).
 
-It shares everything but execution with the reference (``selfee.data``): the same ``Sampler`` (chunk
-plans, innerShuffle or shuffled blocks, rank shards, resumable block seeds), the same per-frame
-preprocessing and grey rule, the same live-frame assembly and the same augmentation parameter
-draws per step. DALI decodes the chunks (``selfee.pipelines.decode``) and runs the augmentation
-graph (``selfee.pipelines.augment``); views come out channels-last on the training device.
+It shares everything but execution with the reference (``selfee.data``): the one block loader
+(``selfee.data.loader.BlockLoader``: chunk plans, innerShuffle or shuffled blocks, rank shards,
+resumable block seeds, decode failures, live-frame assembly) runs over the DALI chunk source
+(``selfee.pipelines.decode.DaliChunkDecoder``, a ``selfee.data.decode.ChunkSource``), with the same
+per-frame preprocessing and grey rule and the same augmentation parameter draws per step; DALI runs
+the augmentation graph (``selfee.pipelines.augment``). Views come out channels-last on the training
+device. Whether DALI runs at all is decided before, by ``selfee.data.build_pipeline``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import torch
 
 from selfee.augment import sample_params
 from selfee.config import SelfeeConfig
-from selfee.data import ReferenceLoader, TorchPipeline, ViewBatch, assemble, augment_seed
-from selfee.errors import SelfeeError
+from selfee.data import BlockLoader, ViewBatch, augment_seed, sample_size
 from selfee.pipelines.augment import DaliAugmenter
-from selfee.pipelines.backend import backend_error
 from selfee.pipelines.decode import DaliChunkDecoder
 from selfee.runtime import background, indexed
-
-log = logging.getLogger("selfee")
-
-
-class DaliLoader(ReferenceLoader):
-    """The reference loader (plans, prefetch of the next block, step counting) with DALI decoding."""
-
-    def __init__(self, sources, cfg: SelfeeConfig, device: torch.device, split="train", start_step=0, rank=0,
-                 world=1, cpu_decoder: str = "auto"):
-        super().__init__(sources, cfg, split, start_step, rank, world)
-        self.decoder = DaliChunkDecoder(sources, cfg.data.live_frames, self.size, device, cpu_decoder=cpu_decoder,
-                                        threads=cfg.data.decode_threads)
-
-    def _build(self, b: int):
-        plan = self.sampler.block(b)
-        decoded = self.decoder.decode_many(plan.chunks)
-        return plan, assemble(plan, decoded, self.sources, self.cfg.data.frame_interval, self.cfg.data.live_frames)
-
-    def close(self):
-        super().close()
-        self.decoder.close()
 
 
 class DaliTrainPipeline:
     """Iterable of :class:`selfee.data.ViewBatch` for steps ``start_step, start_step + 1, ...``.
 
-    With ``train.pipeline=auto``, a machine where DALI cannot run (on the requested device) gets the
-    torch reference pipeline instead, with a log line saying why.
+    It assumes DALI runs on ``device``: ``selfee.data.build_pipeline`` (through
+    ``selfee.backend.choose_backend``) checks that first, and takes the torch pipeline where it does not.
     """
 
     name = "dali"
-
-    def __new__(cls, sources, cfg: SelfeeConfig, device, *args, **kwargs):
-        dev = indexed(device)  # a bare "cuda" gets its index: DALI needs the GPU's number
-        err = backend_error(dev.type, dev.index if dev.type == "cuda" else None)
-        if err is None:
-            return super().__new__(cls)
-        if cfg.train.pipeline == "auto":
-            log.warning("DALI cannot run on %s (%s); using the torch pipeline", dev, err)
-            return TorchPipeline(sources, cfg, device, *args, **kwargs)
-        raise SelfeeError(f"train.pipeline=dali: DALI cannot run on {dev} ({err})")
+    choice: dict | None = None  # how build_pipeline chose it
 
     def __init__(self, sources, cfg: SelfeeConfig, device, split="train", start_step=0, rank=0, world=1,
                  cpu_decoder: str = "auto", prefetch: int = 2):
@@ -70,7 +39,9 @@ class DaliTrainPipeline:
         self.device = indexed(device)
         self.rank = rank
         self.prefetch = prefetch
-        self.loader = DaliLoader(sources, cfg, self.device, split, start_step, rank, world, cpu_decoder)
+        decoder = DaliChunkDecoder(sources, cfg.data.live_frames, sample_size(cfg), self.device,
+                                   cpu_decoder=cpu_decoder, threads=cfg.data.decode_threads)
+        self.loader = BlockLoader(sources, cfg, split, start_step, rank, world, decoder=decoder)
         self.augmenter = DaliAugmenter(cfg.augment, cfg.optim.batch_size, cfg.data.input_size, self.device,
                                        num_threads=max(1, cfg.data.decode_threads))
         self._iter = None

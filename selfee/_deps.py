@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 from functools import cache
 from types import ModuleType
 
-from selfee.errors import MissingDependency, SelfeeError
-
-log = logging.getLogger("selfee")
+from selfee.errors import MissingDependency
 
 # import name -> (pip requirement, project extra that provides it)
 _HINTS = {
@@ -54,24 +51,3 @@ def require(name: str, feature: str) -> ModuleType:
         raise MissingDependency(
             f"{feature} needs the Python package '{name.split('.')[0]}', which is not installed: {install_hint(name)}"
         ) from exc
-
-
-def dali_component(kind: str, module: str, attr: str, feature: str, device=None):
-    """The DALI implementation of ``feature`` when ``kind`` asks for it ("dali") or allows it ("auto").
-
-    Returns None when the PyTorch reference should be used instead: ``kind`` is "torch", or it is
-    "auto" and DALI (or its implementation) is not available here, or the work runs on the CPU,
-    where the reference lane measured faster than DALI's CPU lane (bench/RESULTS.md).
-    """
-    if kind not in ("dali", "auto") or (kind == "auto" and not available("nvidia.dali")):
-        return None
-    if kind == "auto" and (device is None or str(device).split(":")[0] != "cuda"):
-        return None
-    require("nvidia.dali", feature)
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        if kind == "dali":
-            raise SelfeeError(f"{feature} is unavailable: {exc}") from None
-        log.info("%s unavailable (%s); using the PyTorch reference", feature, exc)
-        return None

@@ -118,12 +118,12 @@ def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu") -> Iter
     Both yield the same :class:`EmbedBatch` stream (uint8 frames on the CPU, or on ``device``
     when the DALI GPU pipeline produced them there).
     """
-    from selfee._deps import dali_component
+    from selfee.backend import choose_backend
 
-    dali = dali_component(cfg.embed.pipeline, "selfee.pipelines.embed", "dali_embed_batches",
-                          "the DALI embedding pipeline", device)
-    if dali is not None:
-        return dali(src, cfg, batch_size, device)
+    backend = choose_backend(cfg.embed.pipeline, device, "the DALI embedding pipeline", "PyAV",
+                             "selfee.pipelines.embed:dali_embed_batches", option="embed.pipeline")
+    if backend.name == "dali":
+        return backend.impl(src, cfg, batch_size, device)
     return iter_embed_batches(src, cfg, batch_size)
 
 

@@ -94,9 +94,8 @@ def test_pipelines_probe_dali_with_the_index_of_a_bare_cuda(backend, fake_gpu, m
     from dali_helpers import cfg_for, textured_frames
 
     from conftest import write_video
-    from selfee.data import make_sources
+    from selfee.data import choose_pipeline, make_sources
     from selfee.pipelines.embed import dali_embed_batches
-    from selfee.pipelines.train import DaliTrainPipeline
     from selfee.video import probe
 
     asked = []
@@ -105,12 +104,12 @@ def test_pipelines_probe_dali_with_the_index_of_a_bare_cuda(backend, fake_gpu, m
         asked.append((device_type, index))
         return "no GPU in this test"
 
-    monkeypatch.setattr("selfee.pipelines.train.backend_error", backend_error)
+    monkeypatch.setattr("selfee.pipelines.backend.backend_error", backend_error)  # what choose_pipeline asks
     monkeypatch.setattr("selfee.pipelines.embed.backend_error", backend_error)
     cfg = cfg_for()  # train.pipeline=dali, embed.pipeline=dali: a backend error is raised, naming the device
     sources = make_sources([probe(write_video(tmp_path / "v.mp4", textured_frames(20)))], cfg)
     with pytest.raises(SelfeeError, match=r"DALI cannot run on cuda:2 \(no GPU in this test\)"):
-        DaliTrainPipeline(sources, cfg, "cuda")
+        choose_pipeline(cfg, "cuda")
     with pytest.raises(SelfeeError, match=r"DALI cannot run on cuda:2 \(no GPU in this test\)"):
         dali_embed_batches(sources[0], cfg, 8, "cuda")
     with pytest.raises(SelfeeError, match=r"DALI cannot run on cuda:2"):

@@ -13,7 +13,7 @@ pytest.importorskip("nvidia.dali")
 
 from dali_helpers import as_uint8, cfg_for, take, textured_frames  # noqa: E402
 
-from selfee.data import ReferenceLoader, make_sources, plan_chunks  # noqa: E402
+from selfee.data import BlockLoader, make_sources, plan_chunks  # noqa: E402
 from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.pipelines.decode import DaliChunkDecoder, stream_blocks  # noqa: E402
 from selfee.video.arena import MASK_FILL, ArenaWarp  # noqa: E402
@@ -102,7 +102,7 @@ def test_dali_lane_with_an_arena_against_the_pyav_reference_lane(vp9, kind):
 
     cfg = arena_cfg(kind)
     sources = make_sources([probe(vp9)], cfg)
-    ref = take(ReferenceLoader(sources, cfg), 6)
+    ref = take(BlockLoader(sources, cfg), 6)
     pipe = DaliTrainPipeline(sources, cfg, "cpu", prefetch=0)
     ours = take(pipe, 6)
     assert pipe.lanes == {"arena.webm": "dali-cpu"}

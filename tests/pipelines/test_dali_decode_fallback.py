@@ -13,7 +13,7 @@ pytest.importorskip("nvidia.dali")
 
 from dali_helpers import cfg_for, dali_cpu_rgb, take, textured_frames  # noqa: E402
 
-from selfee.data import ChunkDecoder, ReferenceLoader, make_sources, plan_chunks  # noqa: E402
+from selfee.data import BlockLoader, ChunkDecoder, make_sources, plan_chunks  # noqa: E402
 from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.pipelines.decode import DaliChunkDecoder  # noqa: E402
 
@@ -132,7 +132,7 @@ def test_training_chunks_at_a_broken_tail_match_the_reference_and_log_once(broke
 
     cfg = cfg_for(**{"data.holdout_fraction": 0, "data.chunk_frames": 8, "data.pool_batches": 2})
     sources = make_sources([probe(broken)], cfg)
-    ref = take(ReferenceLoader(sources, cfg), 12)  # the PyAV lane warns for every chunk reaching the tail
+    ref = take(BlockLoader(sources, cfg), 12)  # the PyAV lane warns for every chunk reaching the tail
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="selfee"):
         pipe = DaliTrainPipeline(sources, cfg, "cpu", prefetch=0)

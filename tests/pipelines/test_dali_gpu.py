@@ -10,7 +10,7 @@ pytest.importorskip("nvidia.dali")
 from dali_helpers import as_uint8, cfg_for, grey_frames, max_abs_diff, reference_grey, take, textured_frames  # noqa: E402
 
 from conftest import real_video, write_video  # noqa: E402
-from selfee.data import ReferenceLoader, make_sources  # noqa: E402
+from selfee.data import BlockLoader, make_sources  # noqa: E402
 from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.live_frames import neighbor_indices  # noqa: E402
 from selfee.video import probe  # noqa: E402
@@ -142,7 +142,7 @@ def test_nvdec_parity_on_a_real_mouse_video(shared_data, caplog):
     cfg = cfg_for(**{"data.preprocess.duration_s": 20.0, "data.chunk_frames": 64, "data.holdout_fraction": 0,
                      "data.input_size": [120, 160]})
     sources = make_sources([probe(p)], cfg)
-    ref = take(ReferenceLoader(sources, cfg), 2)
+    ref = take(BlockLoader(sources, cfg), 2)
     pipe = DaliTrainPipeline(sources, cfg, "cuda")
     assert pipe.lanes == {"mouse_video.mp4": "nvdec"}
     mine = [b for _, b in zip(range(2), pipe)]

@@ -12,7 +12,7 @@ pytest.importorskip("nvidia.dali")
 def test_dali_lane_applies_the_same_preprocessing(tmp_path, monkeypatch):
     from dali_helpers import as_uint8, cfg_for, take
 
-    from selfee.data import ReferenceLoader, make_sources
+    from selfee.data import BlockLoader, make_sources
     from selfee.pipelines.train import DaliTrainPipeline
 
     p, _ = arena_video(tmp_path / "arena.mp4", n=60)
@@ -21,7 +21,7 @@ def test_dali_lane_applies_the_same_preprocessing(tmp_path, monkeypatch):
                      "data.preprocess.invert": True, "data.holdout_fraction": 0})
     monkeypatch.setenv("SELFEE_CACHE", str(tmp_path / "cache"))
     sources = make_sources([probe(p)], cfg)
-    ref = take(ReferenceLoader(sources, cfg), 4)
+    ref = take(BlockLoader(sources, cfg), 4)
     pipe = DaliTrainPipeline(make_sources([probe(p)], cfg), cfg, "cpu")
     ours = take(pipe, 4)
     for a, r in zip(ours, ref):
@@ -54,7 +54,7 @@ def test_two_videos_with_their_own_preprocessing_from_the_config_file(tmp_path):
     from dali_helpers import as_uint8, take, textured_frames
 
     from selfee.config import SelfeeConfig
-    from selfee.data import ReferenceLoader, make_sources
+    from selfee.data import BlockLoader, make_sources
     from selfee.live_frames import neighbor_indices
     from selfee.pipelines.train import DaliTrainPipeline
 
@@ -75,7 +75,7 @@ def test_two_videos_with_their_own_preprocessing_from_the_config_file(tmp_path):
     assert sources[0].pre.roi == (6, 5, 54, 41) and sources[0].pre.cfg.invert and sources[0].pre.cfg.resize is None
     assert sources[1].pre.roi == (0, 0, 80, 60) and sources[1].pre.cfg.resize == (30, 50)
     expected = [by_hand(a, roi=(6, 5, 54, 41), invert=True), by_hand(b, resize=(30, 50))]
-    ref = take(ReferenceLoader(sources, cfg), 8)
+    ref = take(BlockLoader(sources, cfg), 8)
     pipe = DaliTrainPipeline(sources, cfg, "cpu")
     ours = take(pipe, 8)
     assert set(torch.cat([x.video for x in ours]).tolist()) == {0, 1}  # both videos drawn
@@ -93,7 +93,7 @@ def test_dali_cpu_decoder_lane_with_roi_resize_and_invert(tmp_path, caplog):
     from dali_helpers import as_uint8, cfg_for, grey_frames, max_abs_diff, take
 
     from conftest import write_video as encode
-    from selfee.data import ReferenceLoader, make_sources
+    from selfee.data import BlockLoader, make_sources
     from selfee.live_frames import neighbor_indices
     from selfee.pipelines.train import DaliTrainPipeline
 
@@ -107,7 +107,7 @@ def test_dali_cpu_decoder_lane_with_roi_resize_and_invert(tmp_path, caplog):
     sources = make_sources([probe(p)], cfg)
     assert sources[0].pre.roi == (6, 2, 78, 54)
     want = by_hand(p, roi=(6, 2, 78, 54), resize=(40, 56), invert=True)
-    ref = take(ReferenceLoader(sources, cfg), 4)
+    ref = take(BlockLoader(sources, cfg), 4)
     with caplog.at_level(logging.INFO, logger="selfee"):
         pipe = DaliTrainPipeline(sources, cfg, "cpu")
         ours = take(pipe, 4)

@@ -8,7 +8,7 @@ pytest.importorskip("nvidia.dali")
 from dali_helpers import as_uint8, cfg_for, max_abs_diff, take, transcode  # noqa: E402
 
 from conftest import real_video  # noqa: E402
-from selfee.data import ReferenceLoader, make_sources  # noqa: E402
+from selfee.data import BlockLoader, make_sources  # noqa: E402
 from selfee.embed import iter_embed_batches  # noqa: E402
 from selfee.pipelines.embed import dali_embed_batches  # noqa: E402
 from selfee.pipelines.train import DaliTrainPipeline  # noqa: E402
@@ -21,7 +21,7 @@ def test_training_parity_on_a_real_fly_video(shared_data):
     p = real_video(shared_data, "centered_pair_small.mp4")
     cfg = cfg_for(**{"data.preprocess.duration_s": 20.0, "data.chunk_frames": 64})
     sources = make_sources([probe(p)], cfg)
-    ref = take(ReferenceLoader(sources, cfg), 2)
+    ref = take(BlockLoader(sources, cfg), 2)
     pipe = DaliTrainPipeline(sources, cfg, "cpu")
     ours = take(pipe, 2)
     for a, r in zip(ours, ref):
@@ -49,7 +49,7 @@ def test_dali_cpu_decoder_on_a_real_clip_transcoded_to_vp9(shared_data, tmp_path
     cfg = cfg_for(**{"data.input_size": [120, 160], "data.chunk_frames": 32, "data.holdout_fraction": 0})
     sources = make_sources([probe(p)], cfg)
     assert sources[0].frames == 120
-    ref = take(ReferenceLoader(sources, cfg), 3)
+    ref = take(BlockLoader(sources, cfg), 3)
     pipe = DaliTrainPipeline(sources, cfg, "cpu")
     assert pipe.lanes == {"mouse.webm": "dali-cpu"}
     ours = [b for _, b in zip(range(3), pipe)]

@@ -20,7 +20,7 @@ from dali_helpers import (  # noqa: E402
 
 from conftest import numbered_frames, write_video  # noqa: E402
 from selfee.augment import resize_uint8  # noqa: E402
-from selfee.data import ReferenceLoader, TorchPipeline, make_sources, split_range  # noqa: E402
+from selfee.data import BlockLoader, TorchPipeline, make_sources, split_range  # noqa: E402
 from selfee.live_frames import neighbor_indices, rgb_to_gray, rgb_to_gray_np  # noqa: E402
 from selfee.pipelines import backend  # noqa: E402
 from selfee.pipelines.train import DaliTrainPipeline  # noqa: E402
@@ -57,7 +57,7 @@ def test_live_frames_equal_the_reference_without_augmentation(videos):
     cfg = cfg_for()
     sources = make_sources([probe(v) for v in videos], cfg)
     refs = [reference_grey(v, (32, 48)) for v in videos]
-    ref = take(ReferenceLoader(sources, cfg), 8)
+    ref = take(BlockLoader(sources, cfg), 8)
     pipe = DaliTrainPipeline(sources, cfg, "cpu")
     assert pipe.name == "dali" and set(pipe.lanes.values()) == {"pyav"}  # H.264 on CPU goes through PyAV
     for r, b in zip(ref, take(pipe, 8)):
@@ -131,7 +131,7 @@ def test_inner_shuffle_and_shuffled_modes(videos):
 def test_rgb_mode(videos):
     cfg = cfg_for(**{"data.live_frames": False})
     sources = make_sources([probe(videos[0])], cfg)
-    ref_loader = ReferenceLoader(sources, cfg)
+    ref_loader = BlockLoader(sources, cfg)
     ref = next(iter(ref_loader))
     ref_loader.close()
     (b,) = take(DaliTrainPipeline(sources, cfg, "cpu"), 1)
@@ -166,18 +166,6 @@ def test_decoded_frames_per_sample_is_bounded(tmp_path):
     stats = pipe.stats
     pipe.close()
     assert stats["decoded_per_sample"] <= 2.4  # a chunk of 32 frames costs 32 + 2k decoded frames, gives 16 samples
-
-
-def test_auto_falls_back_to_torch_where_dali_cannot_run(videos, monkeypatch, caplog):
-    monkeypatch.setattr("selfee.pipelines.train.backend_error", lambda *a: "no usable DALI backend (test)")
-    cfg = cfg_for(**{"train.pipeline": "auto"})
-    sources = make_sources([probe(videos[0])], cfg)
-    with caplog.at_level(logging.WARNING, logger="selfee"):
-        pipe = DaliTrainPipeline(sources, cfg, "cpu")
-    assert isinstance(pipe, TorchPipeline) and "using the torch pipeline" in caplog.text
-    pipe.close()
-    with pytest.raises(Exception, match="DALI cannot run"):
-        DaliTrainPipeline(sources, cfg_for(), "cpu")
 
 
 def test_a_stream_dali_rejects_falls_back_to_pyav(vp9, monkeypatch, caplog):

@@ -3,15 +3,13 @@
 Channels-last, autocast (bf16 on GPU by default; fp16 with a gradient scaler as an option; fp32
 on CPU), optional ``torch.compile``, SGD with the one-cycle schedule of the paper's recipe,
 lambda for CLD, a NaN guard, collapse levels, a periodic held-out loss, CSV (and TensorBoard)
-metrics, atomic checkpoints with everything needed to resume exactly, Ctrl-C safe. Under
-``torchrun`` it wraps the model in DistributedDataParallel; only rank 0 writes.
+metrics (``selfee.train.logs``), atomic checkpoints with everything needed to resume exactly,
+Ctrl-C safe. Under ``torchrun`` it wraps the model in DistributedDataParallel; only rank 0 writes.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import os
 import random
 import signal
@@ -25,34 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfee.checkpoint import build_model, checkpoint_config, checkpoint_dict, load_checkpoint, load_state
+from selfee.checkpoint import build_model, checkpoint_dict, load_checkpoint, load_state
 from selfee.config import SelfeeConfig
 from selfee.errors import SelfeeError
-from selfee.fileio import atomic_save, atomic_write_json, check_writable
+from selfee.fileio import atomic_save
 from selfee.losses import cld_weight, collapse_level, selfee_loss
 from selfee.model import Selfee
-from selfee.runtime import DistInfo, init_distributed, resolve_amp, resolve_device, versions
+from selfee.runtime import DistInfo, resolve_amp, resolve_device
 from selfee.schedule import optim_schedule
+from selfee.train.logs import MetricsLog, Progress
 
 log = logging.getLogger("selfee")
-
-METRIC_FIELDS = (
-    "step",
-    "loss",
-    "loss_ss",
-    "loss_cld",
-    "collapse_z",
-    "collapse_cld",
-    "lambda",
-    "lr",
-    "momentum",
-    "samples_per_s",
-    "steps_per_s",
-    "val_loss",
-    "val_loss_ss",
-    "val_loss_cld",
-    "elapsed_s",
-)
 
 
 class TrainingDiverged(SelfeeError):
@@ -131,8 +112,6 @@ class Trainer:
         if cfg.train.compile:
             self.forward = torch.compile(self.forward)
         self._stop_requested = False
-        self._metrics_file = None
-        self._tb = None
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -260,9 +239,10 @@ class Trainer:
             log.info("nothing to do: the run is at step %d of %d", self.step, total)
             return {}
         main = self.dist.is_main
+        logs = None
         if main:  # only rank 0 touches the run folder
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._open_logs()
+            logs = MetricsLog(self.out_dir, self.cfg, self.step)
         it = iter(batches)
         eval_it: Iterator | None = iter(eval_batches) if eval_batches is not None else None
         sums: dict[str, torch.Tensor] = {}
@@ -272,7 +252,7 @@ class Trainer:
         t_start = t_window
         last: dict = {}
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        progress = _Progress(total, self.step, enabled=main and show_progress)
+        progress = Progress(total, self.step, enabled=main and show_progress)
         previous_handler = self._install_sigint()
         try:
             while self.step < total:
@@ -305,8 +285,8 @@ class Trainer:
                         elapsed_s=now - t_start,
                         **val,
                     )
-                    if main:
-                        self._write_metrics(last)
+                    if logs is not None:
+                        logs.write(last)
                     progress.update(self.step, last)
                     sums, n_in_window, samples_in_window, t_window = {}, 0, 0, now
                 else:
@@ -324,7 +304,8 @@ class Trainer:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
             progress.close()
-            self._close_logs()
+            if logs is not None:
+                logs.close()
         return last
 
     def _diverged(self):
@@ -354,52 +335,6 @@ class Trainer:
 
         return signal.signal(signal.SIGINT, handler)
 
-    # -- logs -------------------------------------------------------------------------------------
-
-    def _open_logs(self):
-        path = self.out_dir / "metrics.csv"
-        new = not path.exists() or path.stat().st_size == 0
-        if not new and self.step > 0:
-            _truncate_metrics(path, self.step)  # a resumed run rewrites what came after its checkpoint
-        self._metrics_file = open(path, "a", newline="")
-        self._metrics = csv.DictWriter(self._metrics_file, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        if new:
-            self._metrics.writeheader()
-        (self.out_dir / "config.yaml").write_text(self.cfg.to_yaml())
-        if self.cfg.train.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
-            except ImportError:
-                self._tb = None
-
-    def _write_metrics(self, m: dict):
-        self._metrics.writerow({k: m.get(k, "") for k in METRIC_FIELDS})
-        self._metrics_file.flush()
-        if self._tb is not None:
-            for k, v in m.items():
-                if k != "step":
-                    self._tb.add_scalar(k, v, m["step"])
-
-    def _close_logs(self):
-        if self._metrics_file is not None:
-            self._metrics_file.close()
-            self._metrics_file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    keep = [r for r in rows if r.get("step") and int(float(r["step"])) <= step]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(keep)
-
 
 def _np_state():
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -413,154 +348,3 @@ def _as_np_state(s):
 def _as_python_state(s):
     # torch.load(weights_only=True) returns lists where tuples were saved
     return (s[0], tuple(s[1]), s[2])
-
-
-class _Progress:
-    """A rich progress bar with steps/s, samples/s and the latest losses (rank 0, terminals only)."""
-
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.bar = None
-        if not enabled:
-            return
-        from selfee.console import progress
-
-        self.bar = progress()
-        self.task = self.bar.add_task("train", total=total, completed=start, rate="")
-        self.bar.start()
-
-    def advance(self, step: int):
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step)
-
-    def update(self, step: int, m: dict):
-        msg = (
-            f"loss {m.get('loss', math.nan):.4f} (ss {m.get('loss_ss', math.nan):.3f} cld {m.get('loss_cld', math.nan):.3f})"
-            f" {m.get('steps_per_s', 0):.2f} steps/s {m.get('samples_per_s', 0):.0f} samples/s"
-        )
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, rate=msg)
-        if self.bar is None or not self.bar.live.is_started:
-            log.info("step %d: %s", step, msg)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry point used by the CLI
-# ---------------------------------------------------------------------------------------------
-
-
-def run_training(
-    cfg: SelfeeConfig,
-    videos: list[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    resume: bool = False,
-    show_progress: bool = True,
-    corners=None,
-    arena: str | None = None,
-) -> dict:
-    """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise.
-
-    ``corners`` (a corner file, a folder of ``<stem>.json``/``.csv`` or the corners as text) adds
-    per-video arena correction of kind ``arena`` (see ``selfee.video.arena.apply_corners``). Videos that
-    cannot be used are reported and skipped (``selfee.video.open_inputs``).
-    """
-    from selfee.data import build_pipeline, make_sources
-    from selfee.video import open_inputs
-
-    out_dir = Path(out_dir)
-    if resume:
-        last = out_dir / "last.pt"
-        if not last.exists():
-            raise SelfeeError(f"--resume: no checkpoint at {last}")
-        saved = checkpoint_config(load_checkpoint(last))
-        if saved.to_dict() != cfg.to_dict():
-            log.warning("--resume: using the configuration saved with the run (%s), not the one given", last)
-        cfg = saved
-    dist, device = init_distributed(cfg.train.device)
-    if dist.is_main:  # only rank 0 writes into the run folder
-        check_writable(out_dir)
-    check_batch(cfg, dist.world)
-
-    sources = []
-    if cfg.train.pipeline != "synthetic":
-        # Bad videos (and bad corner entries) are reported and skipped; none usable is an error.
-        inputs = open_inputs(videos, cfg, corners=None if resume else corners, arena=arena,
-                             min_frames=cfg.data.min_frames)
-        cfg = inputs.cfg
-        sources = make_sources(inputs.videos, cfg, cache_dir=out_dir / "backgrounds")
-        if dist.enabled:
-            _share_backgrounds(sources, dist)
-        log.info(
-            "training on %d videos (%d frames); %d skipped", len(sources), sum(s.frames for s in sources),
-            len(inputs.failures)
-        )
-
-    # The trainer's global config (for the schedule); pipelines draw per-rank batches.
-    local_cfg = cfg.replace(**{"optim.batch_size": cfg.optim.batch_size // dist.world}) if dist.enabled else cfg
-    plain = None
-    if sources and cfg.train.embed_bn_frames:
-        def plain():  # the embedding's inputs: live frames resized to the input size, no augmentation
-            n, b = cfg.train.embed_bn_frames, local_cfg.optim.batch_size
-            pcfg = local_cfg.replace(**{"augment.enabled": False, "data.pool_batches": max(1, math.ceil(n / b))})
-            pipe = build_pipeline(pcfg, sources, device, "train", 0, dist.rank, dist.world)
-            try:
-                for batch in pipe:
-                    yield batch.view1
-            finally:
-                pipe.close()
-
-    trainer = Trainer(cfg, out_dir, device=device, dist=dist, plain_frames=plain)
-    if resume:
-        trainer.load(out_dir / "last.pt")
-        log.info("resuming at step %d", trainer.step)
-    train_pipe = build_pipeline(local_cfg, sources, device, "train", trainer.step, dist.rank, dist.world)
-    eval_pipe = None
-    if cfg.train.eval_every and cfg.data.holdout_fraction > 0 and train_pipe.name != "synthetic":
-        eval_start = trainer.step // cfg.train.eval_every
-        eval_pipe = build_pipeline(local_cfg, sources, device, "eval", eval_start, dist.rank, dist.world)
-    if dist.is_main:
-        v = versions()
-        atomic_write_json(out_dir / "run.json", {
-            "videos": [str(s.info.path) for s in sources],
-            "pipeline": train_pipe.name,
-            "device": str(device),
-            "world_size": dist.world,
-            "selfee_fast": v["selfee_fast"],
-            "torch": v["torch"],
-            "versions": v,
-        })
-    try:
-        last = trainer.fit(train_pipe, eval_pipe, show_progress=show_progress)
-    finally:
-        train_pipe.close()
-        if eval_pipe is not None:
-            eval_pipe.close()
-    stats = getattr(train_pipe, "stats", {})
-    return {"step": trainer.step, "out_dir": str(out_dir), **last, **stats}
-
-
-def _share_backgrounds(sources, dist: DistInfo) -> None:
-    """Under torchrun, rank 0 computes the mean backgrounds and caches them in the run folder; the
-    other ranks wait, then read its files, so that only rank 0 writes there."""
-    need = [s for s in sources if s.pre.cfg.background == "mean"]
-    if not need:
-        return
-    import datetime
-
-    import torch.distributed as tdist
-
-    # A gloo group (made by all ranks before the wait) with a long timeout: many long videos can
-    # take rank 0 longer than NCCL's default 10 minutes.
-    group = tdist.new_group(backend="gloo", timeout=datetime.timedelta(hours=2))
-    if dist.is_main:
-        for s in need:
-            s.pre.background()
-    tdist.barrier(group=group)
-    tdist.destroy_process_group(group)
-    if not dist.is_main:
-        for s in need:
-            s.pre.background()
