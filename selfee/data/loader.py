@@ -122,7 +122,9 @@ class BlockLoader:
             raise
         d = cfg.data
         self.size = sample_size(cfg)
-        self.decoder = decoder or ChunkDecoder(sources, d.live_frames, self.size, threads=d.decode_threads)
+        if decoder is None:
+            decoder = ChunkDecoder(sources, d.live_frames, self.size, threads=d.decode_threads)
+        self.decoder = decoder
         self.step = start_step
         self._block_decoded = 0
         self._block_samples = 0

@@ -35,22 +35,21 @@ def videos(tmp_path_factory):
     return [a, b]
 
 
-@pytest.fixture(scope="module")
-def vp9(tmp_path_factory):
-    p = tmp_path_factory.mktemp("dali-vp9") / "c.webm"
+def _vp9(path, frames):
     try:
-        return write_video(p, textured_frames(60, seed=2), codec="libvpx-vp9")
+        return write_video(path, frames, codec="libvpx-vp9")
     except Exception as exc:
         pytest.skip(f"no VP9 encoder: {exc}")
+
+
+@pytest.fixture(scope="module")
+def vp9(tmp_path_factory):
+    return _vp9(tmp_path_factory.mktemp("dali-vp9") / "c.webm", textured_frames(60, seed=2))
 
 
 @pytest.fixture(scope="module")
 def vp9_grey(tmp_path_factory):
-    p = tmp_path_factory.mktemp("dali-vp9-grey") / "grey.webm"
-    try:
-        return write_video(p, grey_frames(60, seed=2), codec="libvpx-vp9")
-    except Exception as exc:
-        pytest.skip(f"no VP9 encoder: {exc}")
+    return _vp9(tmp_path_factory.mktemp("dali-vp9-grey") / "grey.webm", grey_frames(60, seed=2))
 
 
 def test_live_frames_equal_the_reference_without_augmentation(videos):
