@@ -14,7 +14,7 @@ from selfee.pipelines.backend import one_line, sync_pipeline, video_decoder
 FRAMES, HEIGHT, WIDTH = 16, 64, 96
 
 
-def test_clip(path: Path) -> np.ndarray:
+def probe_clip(path: Path) -> np.ndarray:
     """Write the probe clip (H.264 yuv420p, a keyframe every 8 frames) to ``path``; returns its RGB frames."""
     from selfee.video import VideoWriter
 
@@ -33,7 +33,7 @@ def nvdec_decodes(device_index: int = 0) -> tuple[bool, str]:
     try:
         with tempfile.TemporaryDirectory(prefix="selfee-doctor-") as tmp:
             path = Path(tmp) / "probe.mp4"
-            test_clip(path)
+            probe_clip(path)
             with av.open(str(path)) as c:
                 ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
             decoder = video_decoder()
