@@ -40,14 +40,14 @@ step() {  # step NAME LIMIT_S COMMAND...: stdout+stderr to NAME.log, status and 
   [ "$rc" -eq 0 ] || failed=1
 }
 
-step doctor 60 sh -c "\"$PY\" -m selfee doctor --json > \"$OUT/doctor.json\""
-step gpu_tests 210 "$PY" -m pytest -q -m "gpu or trt" -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml" tests
-step train_step 60 "$PY" -m selfee.bench.train_step --device cuda --batch-size 256 --size 256 192 --amp bf16 \
+step doctor 40 sh -c "\"$PY\" -m selfee doctor --json > \"$OUT/doctor.json\""
+step gpu_tests 180 "$PY" -m pytest -q -m "gpu or trt" -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml" tests
+step train_step 45 "$PY" -m selfee.bench.train_step --device cuda --batch-size 256 --size 256 192 --amp bf16 \
   --no-compile --steps 10 --repeats 3 --out "$OUT/train_step.json"
-step pipeline 75 "$PY" -m selfee.bench.pipeline --device cuda --skip-original --embed --batch-size 256 \
-  --frames 1500 --batches 8 --repeats 2 --out "$OUT/pipeline.json"
-step embed 90 "$PY" -m selfee.bench.embed --device cuda --backends torch tensorrt --precision fp16 \
-  --video-frames 3000 --out "$OUT/embed.json"
+step pipeline 60 "$PY" -m selfee.bench.pipeline --device cuda --skip-original --embed --batch-size 256 \
+  --frames 1200 --batches 8 --repeats 2 --out "$OUT/pipeline.json"
+step embed 135 "$PY" -m selfee.bench.embed --device cuda --backends torch tensorrt --precision fp16 \
+  --video-frames 2000 --out "$OUT/embed.json"
 
 "$PY" - "$OUT" <<'PYEOF' | tee "$OUT/summary.md"
 import json, sys
