@@ -14,11 +14,13 @@ from selfee._deps import require
 from selfee.embed.embedder import HostToDevice, Ready, device_to_host
 from selfee.errors import SelfeeError
 from selfee.export.graph import INPUT, OUTPUT, metadata_config, parse_metadata
+from selfee.fallback import fallback
 from selfee.runtime import on_device, resolve_device
 
 log = logging.getLogger("selfee")
 
 BACKENDS = ("torchscript", "onnx", "tensorrt")
+CUDA = "CUDAExecutionProvider"
 SUFFIX = {"torchscript": ".ts", "onnx": ".onnx", "tensorrt": ".engine"}
 
 
@@ -53,6 +55,11 @@ class OnnxEmbedder:
     copy back) and returns its future, so the decoding of the next batch and the writing of the
     previous one go on while ONNX Runtime computes (it releases the GIL while it runs). One
     worker keeps the batches in order.
+
+    The CUDA provider counts only once the session has it (``session.get_providers()``): onnxruntime-gpu
+    lists it as available even where it cannot load it (no cuDNN, another CUDA major) and then
+    builds a CPU session. Either way the embedder runs on the CPU, through ``selfee.fallback``
+    (an error in strict mode); ``self.fallback`` keeps the record.
     """
 
     name = "onnx"
@@ -61,14 +68,13 @@ class OnnxEmbedder:
     def __init__(self, path: str | os.PathLike, device: str | torch.device = "auto", threads: int | None = None):
         ort = require("onnxruntime", "the ONNX Runtime backend")
         self.device = resolve_device(device, index=True)  # the providers need the GPU's number
+        self.fallback: dict | None = None
         providers: list = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise SelfeeError(
-                    "the ONNX backend on a GPU needs onnxruntime-gpu (this onnxruntime has no CUDA provider): "
-                    "pip install onnxruntime-gpu, or use --device cpu"
-                )
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+            if CUDA not in ort.get_available_providers():
+                self._to_cpu(path, "this onnxruntime has no CUDA provider: pip install onnxruntime-gpu")
+            else:
+                providers = [(CUDA, {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -77,6 +83,9 @@ class OnnxEmbedder:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:  # not an ONNX file, truncated, unsupported opset, ...
             raise SelfeeError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        if self.device.type == "cuda" and CUDA not in self.session.get_providers():
+            self._to_cpu(path, "onnxruntime-gpu could not load its CUDA provider (cuDNN or the CUDA libraries of "
+                               "its CUDA major missing?); the session has only " + ", ".join(self.session.get_providers()))
         text = self.session.get_modelmeta().custom_metadata_map.get("selfee")
         if text is None:
             raise SelfeeError(f"{path}: not a selfee-fast export (no 'selfee' metadata in the ONNX model)")
@@ -85,6 +94,10 @@ class OnnxEmbedder:
         self.input_type = self.session.get_inputs()[0].type  # tensor(uint8), or tensor(float) for a float copy
         self._worker: ThreadPoolExecutor | None = None
         self._stream = None  # the worker's copy stream (made in the worker, on the session's GPU)
+
+    def _to_cpu(self, path, why: str) -> None:
+        self.fallback = fallback("ONNX Runtime's CUDA provider", "ONNX Runtime on the CPU", why, subject=str(path))
+        self.device = torch.device("cpu")
 
     def submit(self, frames: torch.Tensor) -> Future | Ready:
         """The embeddings of ``frames`` as a pending result (``.result()``): on a GPU computed in the worker."""

@@ -1,4 +1,5 @@
-"""DALI plumbing shared by the pipelines: backend choice, decode lanes per video, DALI <-> torch."""
+"""DALI plumbing shared by the pipelines: backend choice, the DALI version, decode lanes per video,
+which errors are decode failures, DALI <-> torch."""
 
 from __future__ import annotations
 
@@ -9,31 +10,76 @@ import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
 
+from selfee.errors import SelfeeError, VideoError
+from selfee.video.nvdec import (  # noqa: F401  (the lane rules, here for the pipelines)
+    DALI_CPU_CODECS,
+    LANE_NAMES,
+    LANES,
+    NVDEC_CODECS,
+    NVDEC_LIMITS,
+    NVDEC_PIX_FMTS,
+    NVDEC_PIX_FMTS_10BIT,
+    choose_lane,
+)
+
 log = logging.getLogger("selfee")
 
-# What NVDEC (DALI's "mixed" video decoder) takes: 8-bit 4:2:0 (10-bit for HEVC/VP9/AV1), even sizes.
-NVDEC_PIX_FMTS = {"yuv420p", "yuvj420p", "nv12"}
-NVDEC_PIX_FMTS_10BIT = {"yuv420p10le", "p010le"}
-# (min width, min height, max width, max height) per codec, from the "Hardware video decoder
-# capabilities" table of NVIDIA's NVDEC Video Decoder API Programming Guide (Video Codec SDK 12/13,
-# Turing and later; 8192 for HEVC/VP9 needs Pascal or later). Only codecs DALI's mixed decoder maps to
-# NVDEC are listed: it rejects MPEG-1/2 and VC-1 (which NVDEC takes: min 48x16, max 4080x4080 and
-# 2048x1024), and H.264 4:4:4 (High 4:4:4 Predictive) is not decodable by NVDEC at all. DALI checks
-# the GPU's own caps again at run time; a stream failing there falls back to PyAV.
-NVDEC_LIMITS = {
-    "h264": (48, 16, 4096, 4096),
-    "hevc": (144, 144, 8192, 8192),
-    "vp8": (48, 16, 4096, 4096),
-    "vp9": (128, 128, 8192, 8192),
-    "av1": (128, 128, 8192, 8192),
-    "mpeg4": (48, 16, 2032, 2032),
-    "mjpeg": (64, 64, 32768, 16384),
-}
-NVDEC_CODECS = set(NVDEC_LIMITS)
-# DALI's CPU video decoder (libavcodec inside DALI) takes only these; H.264/HEVC/MPEG-4 go through PyAV.
-DALI_CPU_CODECS = {"vp8", "vp9", "mjpeg"}
+# The first DALI whose video decoder selects frames (start_frame/end_frame) and pads as told
+# (pad_mode): DALI 1.48.0 release notes, "Improved fn.experimental.decoders.video" (NVIDIA/DALI#5814,
+# #5830), which also gave fn.experimental.warp_perspective its CPU backend (#5829).
+DALI_MIN = "1.48"
+VIDEO_ARGS = ("start_frame", "end_frame", "pad_mode")
+_VIDEO_SCHEMAS = ("decoders__Video", "experimental__decoders__Video")  # newest name first
 
-LANES = ("nvdec", "dali-cpu", "pyav")
+
+def _schema_args(name: str) -> set[str] | None:
+    from nvidia.dali import backend as dali_backend
+
+    schema = dali_backend.TryGetSchema(name) if hasattr(dali_backend, "TryGetSchema") else None
+    return None if schema is None else set(schema.GetArgumentNames())
+
+
+@functools.cache
+def video_decoder():
+    """DALI's video decoder taking :data:`VIDEO_ARGS` (``fn.decoders.video``, or its experimental name on a
+    DALI from before the move), or a SelfeeError naming the installed DALI and the minimum."""
+    for name in _VIDEO_SCHEMAS:
+        args = _schema_args(name)
+        if args is not None and set(VIDEO_ARGS) <= args:
+            op = fn
+            for part in name.split("__")[:-1]:
+                op = getattr(op, part)
+            return op.video
+    import nvidia.dali
+
+    raise SelfeeError(f"DALI {getattr(nvidia.dali, '__version__', '?')} has no video decoder taking "
+                      f"{', '.join(VIDEO_ARGS)} (fn.decoders.video): selfee-fast needs DALI >= {DALI_MIN}; "
+                      "pip install -U 'selfee-fast[dali]' (CUDA 12) or 'selfee-fast[dali-cu13]' (CUDA 13)")
+
+
+def dali_error() -> str | None:
+    """None when the installed DALI has what the pipelines call, else why not (one line)."""
+    try:
+        video_decoder()
+    except SelfeeError as exc:
+        return str(exc)
+    return None
+
+
+def decode_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a video failing to decode (DALI's RuntimeError, a VideoError, an I/O or FFmpeg
+    error), which falls back to PyAV; anything else (TypeError, KeyError, ...) is a bug and propagates."""
+    if isinstance(exc, (NotImplementedError, RecursionError)):
+        return False
+    if isinstance(exc, (RuntimeError, VideoError, OSError, EOFError)):
+        return True
+    return type(exc).__module__.startswith("av.")  # PyAV's errors while cutting segments
+
+
+def one_line(exc: BaseException) -> str:
+    """The last non-empty line of an error (DALI's errors are multi-line), at most 200 characters."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
 def sync_pipeline(batch_size: int, device_id, num_threads: int = 2, conditionals: bool = False):
@@ -60,6 +106,9 @@ def device_id(device: torch.device):
 def backend_error(device_type: str, index: int | None) -> str | None:
     """None when a tiny DALI graph runs on this backend, else why not (probed once per process)."""
     dev = "gpu" if device_type == "cuda" else "cpu"
+    too_old = dali_error()
+    if too_old is not None:
+        return too_old
     if dev == "gpu":
         if not torch.cuda.is_available():
             return "no CUDA GPU is available"
@@ -82,32 +131,6 @@ def backend_error(device_type: str, index: int | None) -> str | None:
         return str(exc).strip().splitlines()[-1][:200] or type(exc).__name__
 
 
-def choose_lane(info, device: torch.device, cpu_decoder: str = "auto") -> tuple[str, str]:
-    """(lane, reason) for decoding one video: ``nvdec`` on a GPU when NVDEC takes the stream,
-    ``dali-cpu`` for VP8/VP9/MJPEG on CPU, ``pyav`` otherwise (and always with ``cpu_decoder='pyav'``)."""
-    codec, pix = info.codec, info.pix_fmt or ""
-    if info.vfr:
-        return "pyav", "variable frame rate: frames are indexed by PyAV's timestamps"
-    if device.type == "cuda":
-        pix_ok = pix in NVDEC_PIX_FMTS or (pix in NVDEC_PIX_FMTS_10BIT and codec in {"hevc", "vp9", "av1"})
-        if codec not in NVDEC_CODECS:
-            return "pyav", f"NVDEC does not decode {codec}"
-        if not pix_ok:
-            return "pyav", f"NVDEC does not decode {codec} {info.profile or ''} {pix}".replace("  ", " ")
-        if info.width % 2 or info.height % 2:
-            return "pyav", f"odd frame size {info.width}x{info.height} is not decodable by NVDEC"
-        min_w, min_h, max_w, max_h = NVDEC_LIMITS[codec]
-        if not (min_w <= info.width <= max_w and min_h <= info.height <= max_h):
-            return "pyav", (f"frame size {info.width}x{info.height} is outside NVDEC's limits for {codec} "
-                            f"({min_w}x{min_h} to {max_w}x{max_h})")
-        return "nvdec", f"{codec} {pix} on NVDEC"
-    if cpu_decoder == "auto" and codec in DALI_CPU_CODECS:
-        return "dali-cpu", f"{codec} on DALI's CPU decoder"
-    if cpu_decoder == "pyav":
-        return "pyav", "PyAV requested"
-    return "pyav", f"DALI's CPU decoder does not read {codec}"
-
-
 _COPY_STREAMS: dict[int, torch.cuda.Stream] = {}
 
 
@@ -118,12 +141,24 @@ def _copy_stream(device: torch.device):
     return _COPY_STREAMS[index]
 
 
+def ordered_copy(out, stream, current, copy) -> None:
+    """Run ``copy(stream)`` (which writes ``out``) on ``stream``, ordered after the work queued on ``current``.
+
+    ``out`` was allocated on ``current``: the caching allocator may hand it a block that kernels
+    queued there still read (freed, not yet finished), so the copy stream first waits for ``current``;
+    ``out`` then records ``stream``, so that freeing it later waits for the copy too.
+    """
+    stream.wait_stream(current)
+    copy(stream)
+    out.record_stream(stream)
+
+
 def to_torch(tensor, device: torch.device, sync: bool = True) -> torch.Tensor:
     """One DALI tensor (CPU or GPU) -> a torch tensor on ``device`` (a copy).
 
-    On a GPU the copy runs on a stream of its own and is waited for (``sync``) before the tensor is
-    handed out: DALI reuses its output buffers at the next run, and a copy queued behind the
-    training or inference work on the current stream could read a buffer already overwritten.
+    On a GPU the copy runs on a stream of its own (:func:`ordered_copy`) and is waited for (``sync``)
+    before the tensor is handed out: DALI reuses its output buffers at the next run, and a copy queued
+    behind the training or inference work on the current stream could read a buffer already overwritten.
     """
     if hasattr(tensor, "as_cpu") and device.type != "cuda":
         tensor = tensor.as_cpu()
@@ -132,7 +167,8 @@ def to_torch(tensor, device: torch.device, sync: bool = True) -> torch.Tensor:
 
         stream = _copy_stream(device)
         out = torch.empty(tensor.shape(), dtype=to_torch_type[tensor.dtype], device=device)
-        feed_ndarray(tensor, out, cuda_stream=stream)
+        ordered_copy(out, stream, torch.cuda.current_stream(device),
+                     lambda s: feed_ndarray(tensor, out, cuda_stream=s))
         if sync:
             stream.synchronize()
         return out

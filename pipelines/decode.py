@@ -5,24 +5,22 @@ whole files, so host memory and DALI's index scan grow with the frames decoded, 
 Training decodes the chunks of a block (``selfee.data.plan_chunks``) in one batched
 ``fn.decoders.video`` run (each sample: one chunk's segment and its first and last frame in it);
 embedding feeds the window's segments one after another to ``fn.experimental.inputs.video``, which
-streams each in sequences of consecutive frames.
+streams each in sequences of consecutive frames. Arenas are warped inside the DALI graph
+(``selfee.pipelines.warp``); the rest of the preprocessing (``selfee.data.frames_to_samples``) runs in
+torch on the decoding device, so both lanes share one definition of every per-frame step.
 
-Videos with an arena are perspective-warped onto the arena square (and plus mazes masked) inside
-the DALI graph, on the GPU for NVDEC, by ``fn.experimental.warp_perspective`` with the matrix of
-``selfee.video.arena`` (the torch ``ArenaWarp`` is skipped for those frames; frames PyAV decodes keep it).
-The rest of the preprocessing (``selfee.data.frames_to_samples``) runs in torch on the decoding
-device, so both lanes share one definition of every per-frame step.
-
-A batched run that fails is retried video by video, and only a video that fails again falls back
-to PyAV, with a warning naming the file. Where the last GOP decodes (with PyAV, the reference) to
-fewer frames than the container lists, PyAV decodes that GOP on the DALI lanes too: DALI cannot
-tell a missing frame from a decoded one. This is checked once per video and logged once.
+Which lane a video takes, and why, is recorded (``DaliChunkDecoder.decode_paths``, the ``record`` of
+:func:`stream_blocks`). A video that cannot take NVDEC on a GPU, and a video whose DALI decoding fails
+(a batched run that fails is retried video by video first), go to PyAV through
+``selfee.fallback.fallback``: one warning naming the file, or an error in strict mode. Only decode
+failures (``selfee.pipelines.backend.decode_failure``) fall back; any other exception is a bug and
+propagates. Where the last GOP decodes (with PyAV, the reference) to fewer frames than the container
+lists, PyAV decodes that GOP on the DALI lanes too: DALI cannot tell a missing frame from a decoded one.
+This is checked once per video and logged once.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import threading
 from collections.abc import Iterator
@@ -34,127 +32,45 @@ from nvidia.dali import fn, types
 
 from selfee.data import Chunk, ChunkDecodeError, ChunkDecoder, VideoSource, frames_to_samples
 from selfee.errors import VideoError
-from selfee.pipelines.backend import choose_lane, device_id, samples_to_torch, sync_pipeline
+from selfee.fallback import fallback
+from selfee.pipelines.backend import (
+    LANE_NAMES,
+    choose_lane,
+    decode_failure,
+    device_id,
+    one_line,
+    samples_to_torch,
+    sync_pipeline,
+    video_decoder,
+)
 from selfee.pipelines.segments import CutterCache, SegmentCutter, plan_segments
+from selfee.pipelines.tail import dali_frames
+from selfee.pipelines.warp import arena_inputs, torch_warp, warp_graph, warped_source
 from selfee.video import VideoReader
-from selfee.video.arena import MASK_FILL, ArenaWarp, dali_warp_args
+from selfee.video.arena import ArenaWarp
 
 log = logging.getLogger("selfee")
 
 SEGMENT_FRAMES = 128  # embedding: segments span whole GOPs of at least this many frames
-TAIL_CHECK_MAX = 4096  # frames: a longer last GOP is not checked (that would cost a whole PyAV decode)
 
 
-def _one_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:200]
-
-
-# ---------------------------------------------------------------------------------------------
-# Broken tails: where DALI must stop
-# ---------------------------------------------------------------------------------------------
-
-_limits: dict[tuple, int] = {}
-_limits_lock = threading.Lock()
-
-
-def dali_frames(info) -> int:
-    """Frames (from the first) that the DALI lanes decode: ``info.frames``, or the last keyframe when
-    PyAV decodes fewer frames from the last GOP than the container lists (a broken tail).
-
-    DALI sizes its output from the packets and leaves a frame that does not decode unwritten, so a
-    broken tail would come out as stale memory. PyAV, the reference, decodes the last GOP once per
-    file and process (a last GOP over ``TAIL_CHECK_MAX`` frames is not checked); the result is
-    logged once.
-    """
-    last = int(info.keyframes[-1])
-    if info.frames - last > TAIL_CHECK_MAX:
-        return info.frames
-    try:
-        stat = info.path.stat()
-        key = (str(info.path), info.frames, stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        key = (str(info.path), info.frames)
-    with _limits_lock:
-        if key in _limits:
-            return _limits[key]
-    got = []
-    try:
-        with VideoReader(info, threads=1) as reader:
-            for i, _ in reader.frames(last):  # decoded, not converted
-                got.append(i)
-    except VideoError:
-        pass
-    limit = info.frames if got == list(range(last, info.frames)) else last
-    with _limits_lock:
-        if key not in _limits and limit < info.frames:
-            log.warning("%s: the last GOP (frames %d-%d) decodes to %d frames, not %d (a broken tail); DALI lanes "
-                        "leave it to PyAV, which repeats the last good frame where frames are missing", info.path,
-                        last, info.frames - 1, len(got), info.frames - last)
-        return _limits.setdefault(key, limit)
-
-
-# ---------------------------------------------------------------------------------------------
-# Arena warp inside the DALI graph
-# ---------------------------------------------------------------------------------------------
-
-
-def warped_source(src: VideoSource) -> VideoSource:
-    """``src`` with a preprocessor that skips the arena warp: for frames the DALI graph has warped.
-
-    Every other step (ROI, resize, background, illumination, inversion) is the same object's; the
-    background is computed from the configuration (with its warp) and shares the disk cache.
-    """
-    pre = copy.copy(src.pre)
-    pre.arena = None
-    return dataclasses.replace(src, pre=pre)
-
-
-def arena_inputs(warp: ArenaWarp) -> dict:
-    """What :func:`_warp_graph` needs for one video, from ``selfee.video.arena.dali_warp_args``: per-sample
-    matrix (3 x 3 float32, destination -> source), size (S, S), keep (S x S x 1 uint8, 1 where kept)
-    and fill (S x S x 1, ``MASK_FILL`` where masked), and the operator's constant arguments."""
-    args = dali_warp_args(warp.arena)
-    keep = warp.arena.keep_mask()
-    s = warp.arena.size
-    keep = np.ones((s, s, 1), np.uint8) if keep is None else keep[..., None].astype(np.uint8)
-    return {"matrix": np.asarray(args.pop("matrix"), np.float32).reshape(3, 3),
-            "size": np.asarray(args.pop("size"), np.float32), "keep": keep, "fill": (1 - keep) * np.uint8(MASK_FILL),
-            "consts": args}
-
-
-def _warp_graph(frames, on_gpu: bool, consts: dict, inputs: dict | None = None):
-    """F x H x W x 3 sequences -> F x S x S x 3, warped and masked as ``selfee.video.arena.ArenaWarp`` does
-    (bilinear, pixel centres on integers, 0 outside the frame, ``MASK_FILL`` between plus-maze arms).
-
-    ``consts``: the operator's constant arguments (``arena_inputs(...)["consts"]``); ``inputs``: one
-    video's ``arena_inputs`` as constants, else per-sample external sources named ``matrix``,
-    ``size``, ``keep`` and ``fill``.
-    """
-    if inputs is None:
-        matrix = fn.external_source(name="matrix", dtype=types.FLOAT)
-        size = fn.external_source(name="size", dtype=types.FLOAT)
-        keep = fn.external_source(name="keep", dtype=types.UINT8, layout="HWC")
-        fill = fn.external_source(name="fill", dtype=types.UINT8, layout="HWC")
+def decode_path(info, device: torch.device, cpu_decoder: str = "auto") -> dict:
+    """The record of the lane a video takes (``{"lane", "why"}``); on a GPU, a video NVDEC cannot take goes
+    to PyAV through ``fallback`` (an error in strict mode), and the record keeps its ``fallback``."""
+    lane, why = choose_lane(info, device, cpu_decoder)
+    record = {"lane": lane, "why": why}
+    if device.type == "cuda" and lane == "pyav":
+        record["fallback"] = fallback(LANE_NAMES["nvdec"], LANE_NAMES["pyav"], why, subject=str(info.path))
     else:
-        matrix = [float(v) for v in inputs["matrix"].ravel()]
-        size = [float(v) for v in inputs["size"]]
-        keep = types.Constant(inputs["keep"], device="gpu" if on_gpu else "cpu")
-        fill = types.Constant(inputs["fill"], device="gpu" if on_gpu else "cpu")
-    out = fn.experimental.warp_perspective(frames, matrix=matrix, size=size, interp_type=types.INTERP_LINEAR,
-                                           **consts)
-    if inputs is not None and not inputs["fill"].any():
-        return out  # an open field: nothing masked
-    if on_gpu and inputs is None:
-        keep, fill = keep.gpu(), fill.gpu()
-    return out * keep + fill  # uint8: keep is 0/1 and fill is 0 where kept
+        log.info("%s: decoding with %s (%s)", info.path, lane, why)
+    return record
 
 
-def torch_warp(warp: ArenaWarp, frames: torch.Tensor) -> torch.Tensor:
-    """The torch warp on decoded frames as the decoders give them (T x H x W grey or T x H x W x 3)."""
-    if frames.ndim == 3:
-        return warp(frames.unsqueeze(1))[:, 0]
-    return warp(frames.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
+def _fell_back(record: dict, lane: str, why: str, subject, start: int | None = None) -> None:
+    """A DALI lane failed for a video: PyAV takes over (from frame ``start``), said through ``fallback``."""
+    taken = LANE_NAMES["pyav"] + ("" if start is None else f" from frame {start}")
+    record["fallback"] = fallback(LANE_NAMES[lane], taken, why, subject=str(subject))
+    record["lane"] = "pyav" if start is None else f"{lane}+pyav"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,12 +100,9 @@ class DaliChunkDecoder:
         self.run_bytes = run_bytes
         self._dali_decoded = 0
         self._count_lock = threading.Lock()
-        self.lanes: dict[int, str] = {}
-        for v, src in enumerate(sources):
-            lane, why = choose_lane(src.info, device, cpu_decoder)
-            self.lanes[v] = lane
-            level = logging.WARNING if device.type == "cuda" and lane == "pyav" else logging.INFO
-            log.log(level, "%s: decoding with %s (%s)", src.info.path, lane, why)
+        # per video: {"lane", "why"[, "fallback"]} (what run summaries store) and the lane alone
+        self.decode_paths = {v: decode_path(src.info, device, cpu_decoder) for v, src in enumerate(sources)}
+        self.lanes: dict[int, str] = {v: rec["lane"] for v, rec in self.decode_paths.items()}
         # videos whose arena warp runs in the DALI graph: their samples skip the torch warp
         self._warped = {v: warped_source(src) for v, src in enumerate(sources)
                         if dali_warp and src.pre.arena is not None}
@@ -206,6 +119,7 @@ class DaliChunkDecoder:
     def _pipe(self, lane: str, warp: bool):
         if (lane, warp) not in self._pipes:
             dev = "mixed" if lane == "nvdec" else "cpu"
+            decoder = video_decoder()  # a SelfeeError naming the minimum DALI where it lacks the arguments
             consts = next(iter(self._arena.values()))["consts"] if warp else None
 
             @sync_pipeline(self.max_chunks, device_id(self.device) if lane == "nvdec" else None)
@@ -214,8 +128,8 @@ class DaliChunkDecoder:
                 start = fn.external_source(name="start", dtype=types.INT32)
                 stop = fn.external_source(name="stop", dtype=types.INT32)
                 # each segment holds every frame asked for: "none" makes a shortfall an error, not padding
-                frames = fn.decoders.video(enc, device=dev, start_frame=start, end_frame=stop, pad_mode="none")
-                return _warp_graph(frames, dev == "mixed", consts) if warp else frames
+                frames = decoder(enc, device=dev, start_frame=start, end_frame=stop, pad_mode="none")
+                return warp_graph(frames, dev == "mixed", consts) if warp else frames
 
             p = chunks()
             p.build()
@@ -308,10 +222,12 @@ class DaliChunkDecoder:
         fails again goes to PyAV for good (None where PyAV is to decode)."""
         try:
             return self._decode_dali(lane, chunks)  # type: ignore[return-value]
-        except Exception as exc:  # a stream the decoder rejects (maybe one of several videos)
+        except Exception as exc:  # a stream the decoder rejects (maybe one of several videos); bugs propagate
             self._drop_pipes(lane)
+            if not decode_failure(exc):
+                raise
             log.debug("%s decoding of %d chunks failed (%s); retrying video by video", lane, len(chunks),
-                      _one_line(exc))
+                      one_line(exc))
         out: list[torch.Tensor | None] = [None] * len(chunks)
         by_video: dict[int, list[int]] = {}
         for j, c in enumerate(chunks):
@@ -322,8 +238,9 @@ class DaliChunkDecoder:
                     out[j] = x
             except Exception as exc:
                 self._drop_pipes(lane)
-                log.warning("%s: %s decoding failed (%s); falling back to PyAV", self.sources[v].info.path, lane,
-                            _one_line(exc))
+                if not decode_failure(exc):
+                    raise
+                _fell_back(self.decode_paths[v], lane, one_line(exc), self.sources[v].info.path)
                 self.lanes[v] = "pyav"
         return out
 
@@ -387,20 +304,20 @@ class DaliChunkDecoder:
 # ---------------------------------------------------------------------------------------------
 
 
-def stream_source(src: VideoSource, device: torch.device, sequence: int = 32,
-                  cpu_decoder: str = "auto") -> tuple[VideoSource, Iterator[torch.Tensor]]:
+def stream_source(src: VideoSource, device: torch.device, sequence: int = 32, cpu_decoder: str = "auto",
+                  record: dict | None = None) -> tuple[VideoSource, Iterator[torch.Tensor]]:
     """(source to preprocess the blocks with, blocks of :func:`stream_blocks`) for embedding.
 
     With an arena the blocks come out warped (in the DALI graph, or by the torch warp for frames
     PyAV decodes) and the returned source's preprocessing skips the warp.
     """
     if src.pre.arena is None:
-        return src, stream_blocks(src, device, sequence, cpu_decoder)
-    return warped_source(src), stream_blocks(src, device, sequence, cpu_decoder, warp=True)
+        return src, stream_blocks(src, device, sequence, cpu_decoder, record=record)
+    return warped_source(src), stream_blocks(src, device, sequence, cpu_decoder, warp=True, record=record)
 
 
 def stream_blocks(src: VideoSource, device: torch.device, sequence: int = 32, cpu_decoder: str = "auto",
-                  lane: str | None = None, warp: bool = False) -> Iterator[torch.Tensor]:
+                  lane: str | None = None, warp: bool = False, record: dict | None = None) -> Iterator[torch.Tensor]:
     """T x H x W x 3 uint8 tensors of the window's frames in order, on ``device`` for NVDEC (T x H x W
     grey for the frames PyAV decodes when the source is grey). With ``warp`` (and an arena), frames
     are warped onto the arena square (see :func:`stream_source`).
@@ -408,14 +325,18 @@ def stream_blocks(src: VideoSource, device: torch.device, sequence: int = 32, cp
     DALI decodes keyframe-aligned segments from the keyframe at or before the window's first frame
     (the frames before the window are dropped); when DALI stops early or fails, PyAV continues
     from the next frame, so the count is what PyAV decodes. A broken last GOP (``dali_frames``) is
-    left to PyAV.
+    left to PyAV. ``record`` (a dict) receives the decode path: ``lane``, ``why``, ``frames`` per
+    lane and, where PyAV took over, the ``fallback`` record (see ``selfee.fallback``).
     """
     info, pre = src.info, src.pre
     arena = pre.arena if warp else None
-    if lane is None:
-        lane, why = choose_lane(info, device, cpu_decoder)
-        level = logging.WARNING if device.type == "cuda" and lane == "pyav" else logging.INFO
-        log.log(level, "%s: decoding with %s (%s)", info.path, lane, why)
+    rec = decode_path(info, device, cpu_decoder) if lane is None else {"lane": lane, "why": "lane given"}
+    lane = rec["lane"]
+    if record is not None:
+        record.clear()
+        record.update(rec)
+        rec = record
+    frames = rec.setdefault("frames", {})
     nxt = pre.start  # next video frame index to yield
     end = pre.stop if lane == "pyav" or pre.stop <= int(info.keyframes[-1]) else min(pre.stop, dali_frames(info))
     if lane != "pyav" and end > nxt:
@@ -424,21 +345,24 @@ def stream_blocks(src: VideoSource, device: torch.device, sequence: int = 32, cp
                 lo, hi = max(nxt - first, 0), min(end - first, rgb.shape[0])
                 if hi > lo:
                     yield rgb[lo:hi]
+                    frames[lane] = frames.get(lane, 0) + hi - lo
                     nxt = first + hi
                 if nxt >= end:
                     break
         except Exception as exc:
-            log.warning("%s: %s decoding stopped at frame %d (%s); PyAV goes on from there", info.path, lane, nxt,
-                        _one_line(exc))
+            if not decode_failure(exc):
+                raise
+            _fell_back(rec, lane, f"stopped at frame {nxt}: {one_line(exc)}", info.path, nxt)
         else:
             if nxt < end:
-                log.warning("%s: %s decoded %d of %d frames; PyAV checks the rest", info.path, lane, nxt, end)
+                _fell_back(rec, lane, f"decoded frames {pre.start}-{nxt - 1} of {pre.start}-{end - 1}", info.path, nxt)
     if nxt >= pre.stop:
         return
     block: list[np.ndarray] = []
     with VideoReader(info) as reader:
         for _, rgb in reader.iter_frames(nxt, pre.stop, grey=pre.grey):
             block.append(rgb)
+            frames["pyav"] = frames.get("pyav", 0) + 1
             if len(block) == sequence:
                 yield _pyav_block(block, device, arena)
                 block = []
@@ -466,7 +390,7 @@ def _dali_stream(info, lane: str, device: torch.device, sequence: int, start: in
     def streamed():
         frames = fn.experimental.inputs.video(name="video", sequence_length=sequence, device=dev,
                                               last_sequence_policy="partial")
-        return frames if inputs is None else _warp_graph(frames, dev == "mixed", inputs["consts"], inputs)
+        return frames if inputs is None else warp_graph(frames, dev == "mixed", inputs["consts"], inputs)
 
     pipe = streamed()
     pipe.build()

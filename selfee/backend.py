@@ -41,10 +41,10 @@ def choose_backend(kind: str, device, feature: str, reference: str, impl: str, o
     """
     if kind not in ("dali", "auto"):
         return Backend("torch", f"{option}={kind}")
-    if kind == "auto" and not available("nvidia.dali"):
-        return Backend("torch", f"{option}=auto and DALI is not installed ({install_hint('nvidia.dali')})")
     if kind == "auto" and str(device).split(":")[0] != "cuda":
         return Backend("torch", f"{option}=auto on the CPU, where the reference is the faster lane")
+    if kind == "auto" and not available("nvidia.dali"):  # a GPU run without its fast pipeline: said (strict: an error)
+        return _fell_back(feature, reference, f"DALI is not installed ({install_hint('nvidia.dali')})")
     require("nvidia.dali", feature)
     module, _, attr = impl.partition(":")
     try:

@@ -40,6 +40,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_trt)
 
 
+@pytest.fixture(autouse=True)
+def _strict_on_gpu(request, monkeypatch):
+    """``gpu`` and ``trt`` tests run strict (``SELFEE_STRICT=1``): a fast path that is not taken fails them,
+    instead of passing on the fallback's results."""
+    if request.node.get_closest_marker("gpu") or request.node.get_closest_marker("trt"):
+        monkeypatch.setenv("SELFEE_STRICT", "1")
+
+
 # The smallest configuration that still runs every part of training and embedding on a CPU in seconds.
 TINY = (
     "model.arch=resnet18", "model.proj_dim=32", "model.pred_hidden=8", "model.cld_dim=16", "model.init=none",

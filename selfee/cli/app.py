@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import typer
 
-from selfee.cli import analysis, demo, embed, export, tracking, train
+from selfee.cli import analysis, demo, doctor, embed, export, tracking, train
 from selfee.cli.options import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from selfee.console import debug_enabled, setup_logging
 from selfee.errors import SelfeeError
@@ -49,6 +49,7 @@ COMMANDS: dict[str, Callable] = {
     "track": tracking.track,
     "export": export.export,
     "bench": export.bench,
+    "doctor": doctor.doctor,
 }
 
 

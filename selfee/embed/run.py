@@ -62,6 +62,7 @@ def embed_video(src, cfg: SelfeeConfig, embedder: Embedder, out_dir: Path, batch
     t0 = time.perf_counter()
     outputs = VideoOutputs(out_dir, stem, dtype, window)
     inflight: deque = deque()
+    decode: dict = {}  # the decode path this video took (lane, why, fallback): stored in its record
 
     def drain(keep: int) -> None:
         while len(inflight) > keep:
@@ -71,7 +72,7 @@ def embed_video(src, cfg: SelfeeConfig, embedder: Embedder, out_dir: Path, batch
                 on_batch(n)
 
     try:
-        for batch in prefetched(src, cfg, batch_size, torch.device(embedder.device)):
+        for batch in prefetched(src, cfg, batch_size, torch.device(embedder.device), record=decode):
             inflight.append((batch.frame, batch.time_s, embedder.submit(batch.frames)))
             drain(INFLIGHT - 1)
         drain(0)
@@ -79,7 +80,7 @@ def embed_video(src, cfg: SelfeeConfig, embedder: Embedder, out_dir: Path, batch
             raise VideoError(src.info.path, "no frames to embed")
         dt = time.perf_counter() - t0
         info = {"video": str(src.info.path), "stem": stem, "seconds": dt, "fps": outputs.rows / dt if dt else 0.0,
-                "npy": outputs.paths["npy"].name, "csv": outputs.paths["csv"].name}
+                "npy": outputs.paths["npy"].name, "csv": outputs.paths["csv"].name, "decode": decode}
         if window > 1:
             info.update(window=window, window_npy=outputs.paths["window"].name)
         return outputs.commit({**(record or {}), **info})

@@ -112,25 +112,32 @@ def _pyav_blocks(reader, pre, decode_block: int, grey: bool = False) -> Iterator
         yield torch.from_numpy(np.stack(block))
 
 
-def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu") -> Iterator[EmbedBatch]:
+def embed_batches(src, cfg: SelfeeConfig, batch_size: int, device="cpu", record: dict | None = None
+                  ) -> Iterator[EmbedBatch]:
     """The ordered frame source chosen by ``embed.pipeline``: DALI where installed, else PyAV.
 
     Both yield the same :class:`EmbedBatch` stream (uint8 frames on the CPU, or on ``device``
-    when the DALI GPU pipeline produced them there).
+    when the DALI GPU pipeline produced them there). ``record`` (a dict) receives the decode path
+    the video takes (``lane``, ``why``, ...), complete once the batches are used up.
     """
     from selfee.backend import choose_backend
 
     backend = choose_backend(cfg.embed.pipeline, device, "the DALI embedding pipeline", "PyAV",
                              "selfee.pipelines.embed:dali_embed_batches", option="embed.pipeline")
     if backend.name == "dali":
-        return backend.impl(src, cfg, batch_size, device)
+        return backend.impl(src, cfg, batch_size, device, record=record)
+    if record is not None:
+        record.update(lane="pyav", why=f"{backend.why}: the PyAV reference")
+        if backend.fallback is not None:
+            record["fallback"] = backend.fallback
     return iter_embed_batches(src, cfg, batch_size)
 
 
-def prefetched(src, cfg: SelfeeConfig, batch_size: int, device: torch.device) -> Iterator[EmbedBatch]:
+def prefetched(src, cfg: SelfeeConfig, batch_size: int, device: torch.device, record: dict | None = None
+               ) -> Iterator[EmbedBatch]:
     """:func:`embed_batches` for an Embedder on ``device``, decoded in a prefetch thread ahead of the consumer;
     for a GPU, host frames are page-locked there, so that copies to the GPU can be asynchronous."""
-    batches = embed_batches(src, cfg, batch_size, device)
+    batches = embed_batches(src, cfg, batch_size, device, record=record)
     if device.type == "cuda":
         batches = _pinned(batches, device if device.index is not None else torch.cuda.current_device())
     return background(batches)

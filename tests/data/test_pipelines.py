@@ -52,10 +52,15 @@ def test_torch_and_synthetic_are_taken_as_asked_and_auto_on_the_cpu_is_torch(dal
     assert dali_fails == []  # no DALI graph was tried: on the CPU, auto means the reference
 
 
-def test_auto_on_a_gpu_without_dali_takes_torch_without_a_fallback(monkeypatch):
+def test_auto_on_a_gpu_without_dali_is_a_fallback_said_out_loud_and_refused_when_strict(monkeypatch):
     monkeypatch.setattr("selfee.backend.available", lambda name: False)
+    monkeypatch.delenv("SELFEE_STRICT", raising=False)
     choice = choose_pipeline(loader_cfg(**{"train.pipeline": "auto"}), "cuda:0")
-    assert choice.name == "torch" and choice.fallback is None and "not installed" in choice.why
+    assert choice.name == "torch" and choice.fallback["taken"] == "the torch pipeline"
+    assert "not installed" in choice.why
+    monkeypatch.setenv("SELFEE_STRICT", "1")
+    with pytest.raises(FallbackError, match="DALI is not installed"):
+        choose_pipeline(loader_cfg(**{"train.pipeline": "auto"}), "cuda:0")
 
 
 def test_auto_where_dali_cannot_run_falls_back_out_loud_and_strict_mode_refuses(dali_fails, videos, caplog,

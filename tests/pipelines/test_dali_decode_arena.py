@@ -46,15 +46,18 @@ def arena_cfg(kind, live=True, **over):
 
 
 def decode_both(path, cfg, device="cpu"):
-    """Working-size frames of every chunk: warped in the DALI graph, and by torch after DALI."""
+    """Working-size frames of every chunk: warped in the DALI graph, and by torch after DALI; each decoder's
+    lane is checked after decoding (a DALI failure would have moved the video to PyAV)."""
     (src,) = make_sources([probe(path)], cfg)
     chunks = plan_chunks(0, src, 2, 16, 0, src.frames)
     out = []
+    lane = "nvdec" if torch.device(device).type == "cuda" else "dali-cpu"
     for dali_warp in (True, False):
         dec = DaliChunkDecoder([src], cfg.data.live_frames, (S, S), torch.device(device), threads=1,
                                dali_warp=dali_warp)
         out.append(dec.decode_many(chunks))
         dec.close()
+        assert dec.lanes == {0: lane} and "fallback" not in dec.decode_paths[0]
     return src, chunks, out[0], out[1]
 
 
@@ -139,6 +142,6 @@ def test_the_warp_on_nvdec_frames_equals_the_torch_warp(tmp_path, kind):
     """The GPU lane: ``warp_perspective`` on the GPU (CV-CUDA) against torch's warp of the same NVDEC frames."""
     p = write_video(tmp_path / "g.mp4", grey_content(40, 64, 96), g=10, bf=2, crf=0)
     cfg = arena_cfg(kind)
-    _, chunks, ours, ref = decode_both(p, cfg, "cuda")
+    _, chunks, ours, ref = decode_both(p, cfg, "cuda")  # strict, and NVDEC's lane checked after decoding
     for x, y in zip(ours, ref):
         assert x.is_cuda and int((x.int() - y.int()).abs().max()) <= 1

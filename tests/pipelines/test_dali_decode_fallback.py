@@ -84,7 +84,10 @@ def test_a_failing_run_demotes_only_the_video_that_fails_again(tmp_path, monkeyp
     assert runs == [[0, 1], [0], [1], [0]]  # the batch, then each video alone; then bad.webm stays on PyAV
     assert dec.lanes == {0: "dali-cpu", 1: "pyav"}
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert lines == [f"{bad}: dali-cpu decoding failed (CUVID rejected the stream (test)); falling back to PyAV"]
+    assert lines == [f"{bad}: DALI's CPU decoder unavailable (CUVID rejected the stream (test)); using PyAV"]
+    assert dec.decode_paths[1]["fallback"] == {"wanted": "DALI's CPU decoder", "taken": "PyAV",
+                                               "why": "CUVID rejected the stream (test)"}
+    assert dec.decode_paths[0] == {"lane": "dali-cpu", "why": "vp9 on DALI's CPU decoder"}
     ref = ChunkDecoder(sources, False, (48, 64))
     whole = torch.from_numpy(dali_cpu_rgb(good)).permute(0, 3, 1, 2)
     for c, x, y in zip(chunks, first, again):

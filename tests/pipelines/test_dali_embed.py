@@ -75,10 +75,14 @@ def test_a_failing_dali_stream_is_finished_by_pyav(tmp_path, monkeypatch, caplog
             yield item
 
     monkeypatch.setattr(decode, "_dali_stream", breaks)
+    record = {}
     with caplog.at_level(logging.WARNING, logger="selfee"):
-        _, batches = embed_all(p, cfg_for(), batch=7)
+        _, batches = embed_all(p, cfg_for(), batch=7, record=record)
     assert torch.cat([b.frame for b in batches]).tolist() == list(range(30))
-    assert "v.webm: dali-cpu decoding stopped at frame 16 (CUVID rejected the stream (test)); PyAV goes on" in caplog.text
+    assert ("v.webm: DALI's CPU decoder unavailable (stopped at frame 16: CUVID rejected the stream "
+            "(test)); using PyAV from frame 16") in caplog.text
+    assert record["lane"] == "dali-cpu+pyav" and record["frames"] == {"dali-cpu": 16, "pyav": 14}
+    assert record["fallback"]["taken"] == "PyAV from frame 16"
 
 
 def test_broken_last_gop_gives_what_pyav_decodes(tmp_path):

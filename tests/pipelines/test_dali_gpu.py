@@ -1,4 +1,7 @@
-"""GPU lane (NVDEC decode + GPU augmentation): run only where a CUDA GPU and DALI are present."""
+"""GPU lane (NVDEC decode + GPU augmentation): run only where a CUDA GPU and DALI are present.
+
+They run strict (tests/conftest.py: a fallback to PyAV is an error, not a pass on the reference's own
+frames), and the lanes are checked after the frames were taken, when a failure would have moved them."""
 
 import logging
 
@@ -50,6 +53,8 @@ def test_nvdec_training_views_on_the_gpu(h264_grey, size, bound):
         live = ref[neighbor_indices(b.frame, 2, sources[0].frames)]
         assert max_abs_diff(as_uint8(b.view1), live) <= bound
     pipe.close()
+    assert pipe.lanes == {"grey.mp4": "nvdec"}  # still NVDEC after decoding
+    assert "fallback" not in pipe.loader.decoder.decode_paths[0]
 
 
 def test_nvdec_coloured_views_stay_close(h264):
@@ -65,6 +70,7 @@ def test_nvdec_coloured_views_stay_close(h264):
         d = (as_uint8(b.view1).cpu().int() - live.int()).abs()
         assert d.float().mean() < 1.0 and (d <= RESIZED_BOUND).float().mean() > 0.95  # clipped RGB: model 0.25
     pipe.close()
+    assert pipe.lanes == {"g.mp4": "nvdec"}
 
 
 def test_gpu_augmenter_matches_the_reference_for_the_same_frames():
@@ -98,6 +104,7 @@ def test_gpu_augmentation_matches_the_reference_draws(h264_grey):
     ours = DaliTrainPipeline(sources, cfg, "cuda")
     b = next(iter(ours))
     ours.close()
+    assert ours.lanes == {"grey.mp4": "nvdec"}
     assert b.view1.is_cuda and not torch.allclose(b.view1, b.view2)
     assert 0 <= b.view1.min() and b.view1.max() <= 1
     ref = TorchPipeline(sources, cfg, "cpu")
@@ -117,7 +124,9 @@ def test_nvdec_embedding_counts_and_content(h264_grey, size, bound):
 
     cfg = cfg_for(**{"data.input_size": list(size)})
     (src,) = make_sources([probe(h264_grey)], cfg)
-    batches = list(dali_embed_batches(src, cfg, 16, "cuda"))
+    record = {}
+    batches = list(dali_embed_batches(src, cfg, 16, "cuda", record=record))
+    assert record["lane"] == "nvdec" and record["frames"] == {"nvdec": 90} and "fallback" not in record
     assert torch.cat([b.frame for b in batches]).tolist() == list(range(90))
     assert batches[0].frames.is_cuda
     ref = list(iter_embed_batches(src, cfg, 16))
@@ -133,9 +142,11 @@ def test_nvdec_parity_on_a_real_mouse_video(shared_data, caplog):
     p = real_video(shared_data, "mouse_video.mp4")  # H.264 High 4:2:0, 640x480, grey footage
     cfg = cfg_for(**{"data.preprocess.duration_s": 4.0, "data.input_size": [480, 640]})  # no resize
     (src,) = make_sources([probe(p)], cfg)
+    record = {}
     with caplog.at_level(logging.INFO, logger="selfee"):
-        ours = list(dali_embed_batches(src, cfg, 32, "cuda"))
+        ours = list(dali_embed_batches(src, cfg, 32, "cuda", record=record))
     assert "mouse_video.mp4: decoding with nvdec" in caplog.text
+    assert record["lane"] == "nvdec" and record["frames"] == {"nvdec": 120}
     ref = list(iter_embed_batches(src, cfg, 32))
     assert torch.cat([b.frame for b in ours]).tolist() == torch.cat([b.frame for b in ref]).tolist() == list(range(120))
     assert max_abs_diff(torch.cat([b.frames.cpu() for b in ours]), torch.cat([b.frames for b in ref])) <= DECODE_BOUND
@@ -147,16 +158,23 @@ def test_nvdec_parity_on_a_real_mouse_video(shared_data, caplog):
     assert pipe.lanes == {"mouse_video.mp4": "nvdec"}
     mine = [b for _, b in zip(range(2), pipe)]
     pipe.close()
+    assert pipe.lanes == {"mouse_video.mp4": "nvdec"}
     for a, r in zip(mine, ref):
         assert torch.equal(a.frame, r.frame) and max_abs_diff(as_uint8(a.view1), r.frames) <= RESIZED_BOUND
 
 
-def test_444_h264_falls_back_to_cpu_decoding(shared_data, caplog):
+def test_444_h264_falls_back_to_cpu_decoding(shared_data, caplog, monkeypatch):
+    from selfee.fallback import FallbackError
     from selfee.pipelines.embed import dali_embed_batches
 
     p = real_video(shared_data, "m3v1mp4.mp4")
     cfg = cfg_for(**{"data.preprocess.duration_s": 1.0})
     (src,) = make_sources([probe(p)], cfg)
+    with pytest.raises(FallbackError, match="m3v1mp4.mp4: NVDEC unavailable .NVDEC does not decode h264"):
+        list(dali_embed_batches(src, cfg, 16, "cuda"))  # strict (as every GPU test)
+    monkeypatch.delenv("SELFEE_STRICT")
+    record = {}
     with caplog.at_level(logging.WARNING, logger="selfee"):
-        n = sum(len(b.frame) for b in dali_embed_batches(src, cfg, 16, "cuda"))
-    assert n == src.frames and "m3v1mp4.mp4: decoding with pyav (NVDEC does not decode h264" in caplog.text
+        n = sum(len(b.frame) for b in dali_embed_batches(src, cfg, 16, "cuda", record=record))
+    assert n == src.frames and "m3v1mp4.mp4: NVDEC unavailable (NVDEC does not decode h264" in caplog.text
+    assert record["lane"] == "pyav" and record["fallback"]["taken"] == "PyAV"
