@@ -292,9 +292,14 @@ class EmbedConfig:
     backend: str = "auto"  # auto (from the weights file) | torch | torchscript | onnx | tensorrt
     device: str = "auto"
     pipeline: str = "auto"  # frame source: auto (DALI on a GPU where installed) | dali | torch (PyAV reference)
+    # the representation an embedding is: projector (the paper's projector output) | backbone (the pooled
+    # ResNet features the projector reads) | both (side by side, each L2-normalized). Part of the weights:
+    # a checkpoint's config sets it, an export is made with it (docs/quality.md: backbone for short CPU runs)
+    features: str = "projector"
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _one_of(self.features, "features", ("projector", "backbone", "both"))
         _one_of(self.dtype, "dtype", ("float32", "float16"))
         _check(self.window >= 0, "window", "must be >= 0", self.window)
         _one_of(self.backend, "backend", ("auto", "torch", "torchscript", "onnx", "tensorrt"))

@@ -233,7 +233,7 @@ def completed(out_dir: Path, stem: str, key: str, window: int = 0) -> dict | Non
 
 
 def video_key(weights_sha256: str, cfg: SelfeeConfig, video: Path, dtype: str, window: int) -> str:
-    """What makes a video's outputs reusable: the weights, data settings, dtype, window and video file."""
+    """What makes a video's outputs reusable: the weights, features, data settings, dtype, window and video file."""
     st = video.stat()
     ident = {
         "weights_sha256": weights_sha256,
@@ -242,4 +242,6 @@ def video_key(weights_sha256: str, cfg: SelfeeConfig, video: Path, dtype: str, w
         "window": window,
         "video": {"name": video.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
     }
+    if cfg.embed.features != "projector":  # keys of projector embeddings (all before embed.features) unchanged
+        ident["features"] = cfg.embed.features
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()

@@ -161,6 +161,7 @@ def embed_videos(
                 embedder, wcfg = open_embedder(weights, backend or (cfg.embed.backend if cfg else "auto"), str(dev),
                                                videos=paths[:1])
                 cfg = cfg if cfg is not None else _overridden(wcfg, overrides)
+                _check_features(cfg, wcfg, embedder, weights)
             if window is not None:
                 cfg = cfg.replace(**{"embed.window": window})
             mine = _embed_share(dist, paths, weights, out_dir, cfg, embedder, batch_size, show_progress, overwrite,
@@ -202,6 +203,23 @@ def embed_videos(
                 tdist.destroy_process_group()
             elif group is not None:
                 tdist.destroy_process_group(group)
+
+
+def _check_features(cfg: SelfeeConfig, wcfg: SelfeeConfig, embedder: Embedder, weights) -> None:
+    """The embedding is the representation ``cfg.embed.features`` names: a checkpoint run eagerly switches to it
+    (``--backend torch``); an export outputs the features it was made with, and asking for others is an error."""
+    want, have = cfg.embed.features, wcfg.embed.features
+    if want == have:
+        return
+    encoder = getattr(embedder, "encoder", None)
+    if hasattr(encoder, "features") and hasattr(encoder, "embed_dim"):  # selfee.model.Encoder in a TorchEmbedder
+        encoder.features = want
+        embedder.dim = encoder.embed_dim
+        log.info("%s: embedding the %s output (the checkpoint's embed.features is %s)", weights, want, have)
+        return
+    raise SelfeeError(f"{weights}: the {embedder.name} model outputs the {have} features, not the {want} that "
+                      f"embed.features asks for (fixed when the model is exported); embed a checkpoint with "
+                      f"--backend torch --set embed.features={want}, or export one trained with that setting")
 
 
 def _overridden(cfg: SelfeeConfig, overrides: Iterable[str]) -> SelfeeConfig:
