@@ -30,7 +30,7 @@ import torch
 
 from selfee.config import SelfeeConfig
 from selfee.embed.embedder import Embedder
-from selfee.embed.outputs import VideoOutputs, completed, video_key
+from selfee.embed.outputs import VideoOutputs, completed, nearly_constant, video_key, warn_if_constant
 from selfee.embed.source import prefetched
 from selfee.errors import SelfeeError, VideoError
 from selfee.fileio import atomic_write_json, check_writable, file_sha256
@@ -82,7 +82,9 @@ def embed_video(src, cfg: SelfeeConfig, embedder: Embedder, out_dir: Path, batch
                 "npy": outputs.paths["npy"].name, "csv": outputs.paths["csv"].name}
         if window > 1:
             info.update(window=window, window_npy=outputs.paths["window"].name)
-        return outputs.commit({**(record or {}), **info})
+        record = outputs.commit({**(record or {}), **info})
+        warn_if_constant(src.info.path.name, record["spread"])
+        return record
     except BaseException:
         outputs.abort()
         raise
@@ -190,6 +192,7 @@ def embed_videos(
             "frames_embedded": new_frames,
             "seconds": elapsed,
             "fps": new_frames / elapsed if elapsed else 0.0,
+            "nearly_constant": [r["video"] for r in results if nearly_constant(r.get("spread"))],
             "versions": versions(),
         }
         if dist.is_main:
