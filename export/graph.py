@@ -48,7 +48,8 @@ def precision_dtype(precision: str) -> torch.dtype:
 
 
 def embed_dim(encoder: nn.Module) -> int:
-    return int(encoder.projector[-1].num_features)
+    """Width of the encoder's embedding (the representation of its ``features``)."""
+    return int(encoder.embed_dim)
 
 
 def build_metadata(cfg: SelfeeConfig, dim: int, precision: str, checkpoint: str, checkpoint_sha256: str,
@@ -66,6 +67,7 @@ def build_metadata(cfg: SelfeeConfig, dim: int, precision: str, checkpoint: str,
         "live_frames": bool(d.live_frames),
         "frame_interval": int(d.frame_interval),
         "embed_dim": dim,
+        "features": cfg.embed.features,  # what the graph outputs: projector | backbone | both
         "precision": precision,
         "checkpoint": checkpoint,
         "checkpoint_sha256": checkpoint_sha256,
@@ -95,6 +97,10 @@ def metadata_config(meta: dict, source: str) -> SelfeeConfig:
         raise SelfeeError(f"{source}: the export's config cannot be read ({exc})") from None
     if list(cfg.data.input_size) != list(meta["input_size"]) or cfg.data.live_frames != meta["live_frames"]:
         raise SelfeeError(f"{source}: inconsistent export metadata (input size or live-frame mode)")
+    # exports made before embed.features output the projector (the config's default)
+    if meta.get("features", "projector") != cfg.embed.features:
+        raise SelfeeError(f"{source}: inconsistent export metadata (features {meta.get('features')!r}, "
+                          f"config {cfg.embed.features!r})")
     return cfg
 
 

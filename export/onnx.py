@@ -17,7 +17,7 @@ from selfee.export.graph import INPUT, OUTPUT, FrameEncoder
 OPSET = 17
 META_KEY = "selfee"  # metadata_props key holding the full JSON record
 # Also stored as separate keys, readable in model viewers without parsing JSON.
-SHOWN_KEYS = ("input_size", "live_frames", "frame_interval", "checkpoint_sha256", "precision", "embed_dim")
+SHOWN_KEYS = ("input_size", "live_frames", "frame_interval", "checkpoint_sha256", "precision", "embed_dim", "features")
 
 
 def to_onnx(encoder: torch.nn.Module, example: torch.Tensor, out: str | os.PathLike, meta: dict,

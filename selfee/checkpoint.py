@@ -97,6 +97,7 @@ def load_model(path: str | os.PathLike, byol: bool | None = None, bn: str = "emb
 
     ``bn="embed"``: where the checkpoint holds BatchNorm statistics re-estimated on plain frames
     (``train.embed_bn_frames``), the encoder uses them; ``bn="train"``: the training statistics.
+    The encoder embeds the representation of the checkpoint's ``embed.features``.
     """
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt)
@@ -112,6 +113,7 @@ def load_model(path: str | os.PathLike, byol: bool | None = None, bn: str = "emb
         own.update(ckpt["embed_bn"]["encoder"])
         model.encoder.load_state_dict(own)
         log.debug("%s: BatchNorm statistics re-estimated on %d plain frames", path, ckpt["embed_bn"]["frames"])
+    model.encoder.features = cfg.embed.features
     return model.eval(), cfg
 
 

@@ -292,9 +292,14 @@ class EmbedConfig:
     backend: str = "auto"  # auto (from the weights file) | torch | torchscript | onnx | tensorrt
     device: str = "auto"
     pipeline: str = "auto"  # frame source: auto (DALI on a GPU where installed) | dali | torch (PyAV reference)
+    # the representation an embedding is: projector (the paper's projector output) | backbone (the pooled
+    # ResNet features the projector reads) | both (side by side, each L2-normalized). Part of the weights:
+    # a checkpoint's config sets it, an export is made with it (docs/quality.md: backbone for short CPU runs)
+    features: str = "projector"
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", "must be >= 1", self.batch_size)
+        _one_of(self.features, "features", ("projector", "backbone", "both"))
         _one_of(self.dtype, "dtype", ("float32", "float16"))
         _check(self.window >= 0, "window", "must be >= 0", self.window)
         _one_of(self.backend, "backend", ("auto", "torch", "torchscript", "onnx", "tensorrt"))
@@ -382,6 +387,33 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "fly": {
         "data": {"frame_interval": 1, "inner_shuffle": False, "input_size": [224, 224]},
+    },
+    # The fly and mouse settings on 2 CPU cores (docs/quality.md): the paper's semantics (frame interval,
+    # sampling mode) with a budget that trains in minutes (400 steps: 7-9 min measured on 2 shared cores, bf16
+    # about halving a CPU step): ResNet-18 with small heads, no ImageNet, ~96 px, batch 32, BatchNorm frames
+    # spread over the videos, and the backbone output as the embedding (short runs' projector output was the
+    # less transferable one; the paper's projector is --set embed.features=projector). No Turbo or hue jitter
+    # (they re-code and mix the three time channels of a live frame, i.e. the motion).
+    "fly-cpu": {
+        "data": {"frame_interval": 1, "inner_shuffle": False, "input_size": [96, 96]},
+        # a crop centred on one fly: no random crop (it cut the other fly out of a view), any rotation (the
+        # inscribed circle, 2.8 body lengths around the centred male, stays in view)
+        "augment": {"crop_scale": [1.0, 1.0], "rotation_deg": 180.0, "turbo_p": 0.0, "hue": 0.0},
+        "model": {"arch": "resnet18", "proj_dim": 128, "pred_hidden": 32, "cld_dim": 64, "init": "none"},
+        "loss": {"clusters": 4},
+        "optim": {"batch_size": 32, "base_lr": 0.5, "steps": 400},
+        "train": {"amp": "bf16", "checkpoint_every": 400, "eval_every": 0, "log_every": 20, "embed_bn_frames": 2048},
+        "embed": {"batch_size": 64, "features": "backbone"},
+    },
+    # whole-arena mouse videos at half the mouse preset's size (4:3, as it): the paper's crop and rotation
+    "mouse-cpu": {
+        "data": {"frame_interval": 2, "inner_shuffle": True, "input_size": [128, 96]},
+        "augment": {"turbo_p": 0.0, "hue": 0.0},
+        "model": {"arch": "resnet18", "proj_dim": 128, "pred_hidden": 32, "cld_dim": 64, "init": "none"},
+        "loss": {"clusters": 4},
+        "optim": {"batch_size": 32, "base_lr": 0.5, "steps": 400},
+        "train": {"amp": "bf16", "checkpoint_every": 400, "eval_every": 0, "log_every": 20, "embed_bn_frames": 2048},
+        "embed": {"batch_size": 64, "features": "backbone"},
     },
     # Small and fast, for CPU smoke runs and the demo: not the paper's recipe.
     "tiny": {

@@ -77,26 +77,59 @@ def backbone(arch: str, weights: dict | None = None) -> tuple[nn.Module, int]:
     return net, dim
 
 
-class Encoder(nn.Module):
-    """Frames -> embedding (the projector output, the paper's "meta-representation").
+FEATURES = ("projector", "backbone", "both")
 
+
+class Encoder(nn.Module):
+    """Frames -> embedding: the representation chosen by ``features`` (``embed.features``).
+
+    ``projector``: the projector output (the paper's "meta-representation"); ``backbone``: the
+    pooled ResNet features the projector reads; ``both``: the two side by side, each L2-normalized.
+    Training always goes through :meth:`project` (the SimSiam targets), whatever ``features`` is.
     Input: N x 3 x H x W float in [0, 1] (live frames or RGB), no mean/std normalization.
     This is the only part that is exported.
     """
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module):
+    def __init__(self, backbone: nn.Module, projector: nn.Module, features: str = "projector"):
         super().__init__()
         self.backbone = backbone
         self.projector = projector
+        self.features = features
+
+    @property
+    def features(self) -> str:
+        return self._features
+
+    @features.setter
+    def features(self, value: str) -> None:
+        if value not in FEATURES:
+            raise ValueError(f"features must be one of {', '.join(FEATURES)}, not {value!r}")
+        self._features = value
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of :meth:`forward`'s output for the chosen ``features``."""
+        proj = int(self.projector[-1].num_features)
+        feat = int(self.projector[0].in_features)
+        return {"projector": proj, "backbone": feat, "both": feat + proj}[self.features]
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The projector output (what training and the BatchNorm re-estimation use)."""
+        return self.projector(self.backbone(x))  # N x proj_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(x))  # N x proj_dim
+        if self.features == "projector":
+            return self.project(x)
+        h = self.backbone(x)
+        if self.features == "backbone":
+            return h
+        return torch.cat([F.normalize(h, dim=1), F.normalize(self.projector(h), dim=1)], dim=1)
 
 
 class SelfeeOutput(NamedTuple):
     p1: torch.Tensor  # predictor outputs, N x proj_dim
     p2: torch.Tensor
-    z1: torch.Tensor  # projector outputs (SimSiam targets; the embedding), N x proj_dim
+    z1: torch.Tensor  # projector outputs (SimSiam targets; the embedding with embed.features = projector), N x proj_dim
     z2: torch.Tensor
     c1: torch.Tensor  # CLD features of the online branch, N x cld_dim, unit norm
     c2: torch.Tensor
@@ -123,15 +156,15 @@ class Selfee(nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> SelfeeOutput:
         # The views go through apart, as in the original: batch norm sees each view's statistics.
-        z1 = self.encoder(x1)
-        z2 = self.encoder(x2)
+        z1 = self.encoder.project(x1)
+        z2 = self.encoder.project(x2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         c1, c2 = self.cld_head(z1), self.cld_head(z2)
         if self.target is None:
             return SelfeeOutput(p1, p2, z1, z2, c1, c2)
         with torch.no_grad():
-            y1 = self.target(x1)
-            y2 = self.target(x2)
+            y1 = self.target.project(x1)
+            y2 = self.target.project(x2)
             t1, t2 = self.cld_head(y1), self.cld_head(y2)
         return SelfeeOutput(p1, p2, z1, z2, c1, c2, y1, y2, t1, t2)
 
@@ -191,7 +224,7 @@ def embedding_bn_stats(encoder: Encoder, batches: Iterable[torch.Tensor], frames
         if len(x) < 2:  # a batch of one has no variance
             break
         with autocast() if autocast is not None else contextlib.nullcontext():
-            enc(x)
+            enc.project(x)  # every BatchNorm layer, whatever the embedding's features
         seen += len(x)
         if seen >= frames:
             break

@@ -46,24 +46,53 @@ class PixelEmbedder(HostEmbedder):
         return small.flatten(1).float().div_(255.0).numpy()
 
 
-def untrained_embedder(cfg, device: str, seed: int):
-    """An encoder of the configured architecture with seeded random weights (no ImageNet, no training)."""
+UNTRAINED_BN = ("frames", "init")
+
+
+def untrained_embedder(cfg, device: str, seed: int, videos=(), bn: str = "frames"):
+    """An encoder of the configured architecture with seeded random weights (no ImageNet, no training),
+    embedding the same representation as the trained one (``embed.features``).
+
+    ``bn="frames"``: its BatchNorm statistics are estimated on ``train.embed_bn_frames`` plain frames of
+    ``videos`` (:class:`selfee.video.VideoInfo` or paths), as training does for the trained encoder
+    (``embed_bn``); ``"init"``: the statistics it is built with (mean 0, variance 1: no normalisation at
+    all, which leaves a random ResNet's outputs nearly parallel: mean pairwise cosine 0.98-0.998 on the fly
+    video, docs/quality.md). With ``train.embed_bn_frames = 0`` the trained encoder embeds with its training
+    statistics and the untrained one keeps its initial ones. ``seed`` = a run's ``train.seed`` gives the
+    weights that run started from.
+    """
+    from selfee.data import make_sources
     from selfee.embed import TorchEmbedder
+    from selfee.embed.bn import fit_embedding_bn
     from selfee.model import Selfee
 
+    if bn not in UNTRAINED_BN:
+        raise SelfeeError(f"untrained BatchNorm must be one of {', '.join(UNTRAINED_BN)} (got {bn!r})")
     torch.manual_seed(seed)
-    return TorchEmbedder(Selfee(cfg.model).encoder, device)
+    encoder = Selfee(cfg.model).encoder
+    encoder.features = cfg.embed.features
+    if bn == "frames" and cfg.train.embed_bn_frames and videos:
+        infos = list(videos)
+        if not all(hasattr(v, "frames") for v in infos):
+            from selfee.video import open_inputs
+
+            infos = open_inputs(infos, cfg, min_frames=cfg.data.min_frames).videos
+        seen = fit_embedding_bn(encoder, cfg, make_sources(infos, cfg))
+        log.info("untrained encoder: BatchNorm statistics estimated on %d plain frames", seen)
+    return TorchEmbedder(encoder.eval(), device)
 
 
-def embed_with(embedder, videos, cfg, out_dir: Path, batch_size: int) -> Path:
-    """Embed ``videos`` with any Embedder into ``out_dir`` (same files as ``selfee-fast embed``)."""
+def embed_with(embedder, videos, cfg, out_dir: Path, batch_size: int, infos=None) -> Path:
+    """Embed ``videos`` with any Embedder into ``out_dir`` (same files as ``selfee-fast embed``);
+    ``infos``: the videos already opened (:func:`selfee.video.open_inputs`)."""
     from selfee.data import make_sources
     from selfee.embed import embed_video
     from selfee.video import open_inputs
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = open_inputs(videos, cfg, min_frames=cfg.data.min_frames)  # bad videos: reported and skipped
-    results = [embed_video(src, cfg, embedder, out_dir, batch_size) for src in make_sources(inputs.videos, cfg)]
+    if infos is None:
+        infos = open_inputs(videos, cfg, min_frames=cfg.data.min_frames).videos  # bad videos: reported and skipped
+    results = [embed_video(src, cfg, embedder, out_dir, batch_size) for src in make_sources(infos, cfg)]
     with open(out_dir / "manifest.json", "w") as fh:
         json.dump({"embedder": embedder.name, "videos": results, "config": cfg.to_dict()}, fh, indent=2, default=str)
     return out_dir
@@ -89,6 +118,7 @@ def evaluate(
     batch_size: int | None = None,
     methods: tuple[str, ...] = METHODS,
     reuse: bool = False,
+    untrained_bn: str = "frames",
 ) -> EvaluateResult:
     """Embed with the trained weights and the two baselines, classify each, tabulate and plot."""
     from selfee.checkpoint import checkpoint_config, load_checkpoint
@@ -113,7 +143,10 @@ def evaluate(
         elif m == "trained":
             embed_videos(videos, weights, emb, device=device, batch_size=bs, open_embedder=open_embedder)
         elif m == "untrained":
-            embed_with(untrained_embedder(cfg, device, seed), videos, cfg, emb, bs)
+            from selfee.video import open_inputs
+
+            infos = open_inputs(videos, cfg, min_frames=cfg.data.min_frames).videos
+            embed_with(untrained_embedder(cfg, device, seed, infos, untrained_bn), videos, cfg, emb, bs, infos)
         else:
             embed_with(PixelEmbedder(pixel_size), videos, cfg, emb, bs)
         res = classify(emb, labels_dir, out / f"classify_{m}", opts, segments=segments)
@@ -126,6 +159,7 @@ def evaluate(
     with open(out / "evaluation.json", "w") as fh:
         json.dump({"weights": str(weights), "videos": [str(v) for v in videos], "labels": str(labels_dir),
                    "segments": segments, "pixel_size": pixel_size, "seed": seed, "knn": asdict(opts),
+                   "untrained_bn": untrained_bn, "features": cfg.embed.features,
                    "results": table, "per_class": {m: _per_class(out / f"classify_{m}") for m in results}},
                   fh, indent=2)
     plot_table(out / "evaluation.png", table)

@@ -222,7 +222,8 @@ def evaluate_cmd(
     feature_window: int = typer.Option(21, help="Frames in the feature window (odd)."),
     smooth: str = typer.Option("mode", help="mode, mean or none (as for classify)."),
     smooth_window: int = typer.Option(21, help="Frames in the prediction window (odd)."),
-    seed: int = typer.Option(0, help="Seed of the untrained encoder's random weights."),
+    seed: int = typer.Option(0, help="Seed of the untrained encoder's random weights (a run's train.seed gives its initial weights)."),
+    untrained_bn: str = typer.Option("frames", "--untrained-bn", help="Untrained encoder's BatchNorm statistics: frames (estimated on plain frames of the videos, as the trained one's) or init (as built)."),
     device: str = typer.Option("auto", help="Device for embedding and the k-NN: auto (the GPU when there is one), cpu, cuda or cuda:N."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Frames per embedding batch."),
     reuse: bool = typer.Option(False, "--reuse", help="Keep embeddings already in OUT/embed_<method> (same weights!)."),
@@ -240,7 +241,7 @@ def evaluate_cmd(
                       smooth_window=smooth_window, gap=gap, device=device)
     res = evaluate(videos, labels, weights, out, opts, segments=segments, pixel_size=pixel_size, seed=seed,
                    device=device, batch_size=batch_size, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-                   reuse=reuse)
+                   reuse=reuse, untrained_bn=untrained_bn)
     typer.echo(f"{'method':<10} {'dim':>6} {'frames':>7} {'macro F1':>9} {'mAP':>7} {'accuracy':>9}")
     for r in res.table:
         typer.echo(f"{r['method']:<10} {r['dim']:>6} {r['frames']:>7} {r['macro_f1']:>9.4f} {r['mAP']:>7.4f} {r['accuracy']:>9.4f}")

@@ -11,7 +11,7 @@ EXIT_PARTIAL = 3  # some inputs failed, the others were processed
 EXIT_INTERRUPTED = 130
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or YAML config file.", exists=False)
-PresetOpt = typer.Option(None, "--preset", "-p", help="Named preset: fly, mouse (the paper's two settings) or tiny.")
+PresetOpt = typer.Option(None, "--preset", "-p", help="Named preset: fly, mouse (the paper's two settings), fly-cpu, mouse-cpu (the same in minutes on 2 CPU cores) or tiny.")
 SetOpt = typer.Option(
     [], "--set", "-s", help="Override any config field, e.g. --set optim.batch_size=128 (repeatable)."
 )

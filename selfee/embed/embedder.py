@@ -150,7 +150,7 @@ class TorchEmbedder:
         self.device = resolve_device(str(device))
         self.amp = resolve_amp(amp, self.device)
         self.encoder = encoder.eval().to(self.device).to(memory_format=torch.channels_last)
-        self.dim = int(encoder.projector[-1].num_features) if hasattr(encoder, "projector") else None
+        self.dim = int(encoder.embed_dim) if hasattr(encoder, "embed_dim") else None
         self.h2d = HostToDevice(self.device)
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         self._graphs: dict[tuple, tuple] = {}

@@ -1,5 +1,7 @@
 """A video's embedding files, streamed and atomic: ``<stem>.npy``, ``<stem>.csv``, the pooled
-``<stem>.window<N>.npy`` and the ``<stem>.embed.json`` record that marks the video complete.
+``<stem>.window<N>.npy`` and the ``<stem>.embed.json`` record that marks the video complete, with the
+spread of the video's embeddings (:class:`Spread`: a nearly constant embedding is useless, and
+:func:`warn_if_constant` says so).
 
 Rows are appended as they are computed (memory does not grow with the video) to ``.partial``
 files, renamed into place only when the video is complete, the record last: an interrupted run
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import struct
 from pathlib import Path
 
@@ -19,6 +23,8 @@ import numpy as np
 from selfee.config import SelfeeConfig
 from selfee.errors import SelfeeError
 from selfee.fileio import AtomicFile, atomic_write_json
+
+log = logging.getLogger("selfee")
 
 _NPY_HEADER = 128  # bytes: fixed, so the final shape can be written over the provisional one
 
@@ -144,10 +150,78 @@ def _digits(values: np.ndarray, width: int | None = None, pad: bool = True) -> n
     return chars
 
 
+# Mean pairwise cosine above which a video's embeddings are reported nearly constant. On the fly study's
+# videos (docs/quality.md) every trained encoder, and the untrained one with BatchNorm statistics of plain
+# frames, stayed at or below 0.91; untrained encoders with their initial statistics (k-NN barely above raw
+# pixels or below) gave 0.98-0.999, and the collapsed projector of the issue's transfer case 0.9999.
+NEARLY_CONSTANT_COSINE = 0.95
+NEARLY_CONSTANT_COLLAPSE = 0.99  # collapse level above which too (all-zero rows have no cosine)
+
+
+class Spread:
+    """How spread out a video's embedding rows are, accumulated over every row as they are written (float64
+    sums over the L2-normalised rows z: memory of one row, whatever the video's length).
+
+    ``collapse``: the collapse level the trainer logs (``collapse_z``, :func:`selfee.losses.collapse_level`):
+    1 - sqrt(dim) x the mean over dimensions of the std (n - 1) across frames of z; ~0 spread over the
+    sphere, 1 constant. ``mean_cosine``: the mean cosine similarity over all pairs of distinct rows,
+    (|sum z|^2 - sum |z|^2) / (n (n - 1)).
+    """
+
+    def __init__(self):
+        self.n = 0
+        self.s1: np.ndarray | None = None  # sum of z, per dimension
+        self.s2: np.ndarray | None = None  # sum of z^2, per dimension
+
+    def add(self, rows: np.ndarray) -> Spread:
+        z = np.asarray(rows, np.float64)
+        norm = np.linalg.norm(z, axis=1, keepdims=True)
+        z = z / np.maximum(norm, 1e-12)  # as torch.nn.functional.normalize: zero rows stay zero
+        if self.s1 is None:
+            self.s1, self.s2 = np.zeros(z.shape[1]), np.zeros(z.shape[1])
+        self.s1 += z.sum(0)
+        self.s2 += (z * z).sum(0)
+        self.n += len(z)
+        return self
+
+    def result(self) -> dict:
+        n = self.n
+        if n < 2:
+            return {"frames": n, "collapse": None, "mean_cosine": None}
+        var = np.maximum(self.s2 - self.s1 * self.s1 / n, 0) / (n - 1)
+        collapse = 1 - math.sqrt(len(var)) * float(np.sqrt(var).mean())
+        cosine = (float(self.s1 @ self.s1) - float(self.s2.sum())) / (n * (n - 1))
+        return {"frames": n, "collapse": collapse, "mean_cosine": cosine}
+
+
+def embedding_spread(x: np.ndarray) -> dict:
+    """:class:`Spread` of the rows of ``x`` (frames x dim)."""
+    return Spread().add(x).result()
+
+
+def nearly_constant(spread: dict | None) -> bool:
+    """True when a video's embeddings (:class:`Spread`) are nearly the same vector for every frame."""
+    if not spread or spread.get("mean_cosine") is None:
+        return False
+    return spread["mean_cosine"] > NEARLY_CONSTANT_COSINE or spread["collapse"] > NEARLY_CONSTANT_COLLAPSE
+
+
+def warn_if_constant(name: str, spread: dict | None) -> bool:
+    """One warning line when ``spread`` says the embeddings of video ``name`` are nearly constant."""
+    if not nearly_constant(spread):
+        return False
+    log.warning("%s: embeddings nearly constant (mean pairwise cosine %.4f, collapse level %.3f over %d frames): "
+                "the weights map this video's frames to almost one vector, useless for classification; see "
+                "docs/quality.md", name, spread["mean_cosine"], spread["collapse"], spread["frames"])
+    return True
+
+
 class VideoOutputs:
-    """One video's files, streamed to ``.partial`` names; ``commit`` renames them, the record last."""
+    """One video's files, streamed to ``.partial`` names; ``commit`` renames them, the record last (with the
+    rows' :class:`Spread`)."""
 
     def __init__(self, out_dir: Path, stem: str, dtype: str = "float32", window: int = 0):
+        self.spread = Spread()
         self.paths = output_paths(out_dir, stem, window)
         self.dtype = dtype
         self.pool = WindowPool(window) if window > 1 else None
@@ -166,6 +240,7 @@ class VideoOutputs:
         if len(frames) != len(emb):
             raise SelfeeError(f"the embedder returned {len(emb)} rows for {len(frames)} frames")
         self.emb.write(emb)
+        self.spread.add(emb)
         self.csv.write(format_index(frames, times))
         if self.pool is not None:
             pooled = self.pool.add(emb)
@@ -182,7 +257,8 @@ class VideoOutputs:
             self.pooled.commit()
         self.emb.commit()
         record = {**record, "frames": self.rows, "dim": self.emb.dim, "dtype": self.dtype,
-                  "window_rows": self.pooled.rows if self.pooled is not None else None}
+                  "window_rows": self.pooled.rows if self.pooled is not None else None,
+                  "spread": self.spread.result()}
         atomic_write_json(self.paths["record"], record)
         return record
 
@@ -233,7 +309,7 @@ def completed(out_dir: Path, stem: str, key: str, window: int = 0) -> dict | Non
 
 
 def video_key(weights_sha256: str, cfg: SelfeeConfig, video: Path, dtype: str, window: int) -> str:
-    """What makes a video's outputs reusable: the weights, data settings, dtype, window and video file."""
+    """What makes a video's outputs reusable: the weights, features, data settings, dtype, window and video file."""
     st = video.stat()
     ident = {
         "weights_sha256": weights_sha256,
@@ -242,4 +318,6 @@ def video_key(weights_sha256: str, cfg: SelfeeConfig, video: Path, dtype: str, w
         "window": window,
         "video": {"name": video.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
     }
+    if cfg.embed.features != "projector":  # keys of projector embeddings (all before embed.features) unchanged
+        ident["features"] = cfg.embed.features
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()

@@ -30,7 +30,7 @@ import torch
 
 from selfee.config import SelfeeConfig
 from selfee.embed.embedder import Embedder
-from selfee.embed.outputs import VideoOutputs, completed, video_key
+from selfee.embed.outputs import VideoOutputs, completed, nearly_constant, video_key, warn_if_constant
 from selfee.embed.source import prefetched
 from selfee.errors import SelfeeError, VideoError
 from selfee.fileio import atomic_write_json, check_writable, file_sha256
@@ -83,7 +83,9 @@ def embed_video(src, cfg: SelfeeConfig, embedder: Embedder, out_dir: Path, batch
                 "npy": outputs.paths["npy"].name, "csv": outputs.paths["csv"].name, "decode": decode}
         if window > 1:
             info.update(window=window, window_npy=outputs.paths["window"].name)
-        return outputs.commit({**(record or {}), **info})
+        record = outputs.commit({**(record or {}), **info})
+        warn_if_constant(src.info.path.name, record["spread"])
+        return record
     except BaseException:
         outputs.abort()
         raise
@@ -162,6 +164,7 @@ def embed_videos(
                 embedder, wcfg = open_embedder(weights, backend or (cfg.embed.backend if cfg else "auto"), str(dev),
                                                videos=paths[:1])
                 cfg = cfg if cfg is not None else _overridden(wcfg, overrides)
+                _check_features(cfg, wcfg, embedder, weights)
             if window is not None:
                 cfg = cfg.replace(**{"embed.window": window})
             mine = _embed_share(dist, paths, weights, out_dir, cfg, embedder, batch_size, show_progress, overwrite,
@@ -190,6 +193,7 @@ def embed_videos(
             "frames_embedded": new_frames,
             "seconds": elapsed,
             "fps": new_frames / elapsed if elapsed else 0.0,
+            "nearly_constant": [r["video"] for r in results if nearly_constant(r.get("spread"))],
             "versions": versions(),
         }
         if dist.is_main:
@@ -203,6 +207,23 @@ def embed_videos(
                 tdist.destroy_process_group()
             elif group is not None:
                 tdist.destroy_process_group(group)
+
+
+def _check_features(cfg: SelfeeConfig, wcfg: SelfeeConfig, embedder: Embedder, weights) -> None:
+    """The embedding is the representation ``cfg.embed.features`` names: a checkpoint run eagerly switches to it
+    (``--backend torch``); an export outputs the features it was made with, and asking for others is an error."""
+    want, have = cfg.embed.features, wcfg.embed.features
+    if want == have:
+        return
+    encoder = getattr(embedder, "encoder", None)
+    if hasattr(encoder, "features") and hasattr(encoder, "embed_dim"):  # selfee.model.Encoder in a TorchEmbedder
+        encoder.features = want
+        embedder.dim = encoder.embed_dim
+        log.info("%s: embedding the %s output (the checkpoint's embed.features is %s)", weights, want, have)
+        return
+    raise SelfeeError(f"{weights}: the {embedder.name} model outputs the {have} features, not the {want} that "
+                      f"embed.features asks for (fixed when the model is exported); embed a checkpoint with "
+                      f"--backend torch --set embed.features={want}, or export one trained with that setting")
 
 
 def _overridden(cfg: SelfeeConfig, overrides: Iterable[str]) -> SelfeeConfig:

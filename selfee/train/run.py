@@ -8,7 +8,6 @@ run.json), torchrun's set-up (processes, shared backgrounds) and run.json.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -74,14 +73,9 @@ def run_training(
     plain = None
     if sources and cfg.train.embed_bn_frames:
         def plain():  # the embedding's inputs: live frames resized to the input size, no augmentation
-            n, b = cfg.train.embed_bn_frames, local_cfg.optim.batch_size
-            pcfg = local_cfg.replace(**{"augment.enabled": False, "data.pool_batches": max(1, math.ceil(n / b))})
-            pipe = build_pipeline(pcfg, sources, device, "train", 0, dist.rank, dist.world, backend)
-            try:
-                for batch in pipe:
-                    yield batch.view1
-            finally:
-                pipe.close()
+            from selfee.embed.bn import plain_frames
+
+            return plain_frames(local_cfg, sources, device, dist.rank, dist.world, backend)
 
     trainer = Trainer(cfg, out_dir, device=device, dist=dist, plain_frames=plain)
     if resume:

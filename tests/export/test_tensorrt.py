@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from conftest import numbered_frames, write_video
-from selfee._deps import available
 from selfee.embed import embed_videos
 from selfee.export.exporter import export_checkpoint
 from selfee.export.graph import random_frames
