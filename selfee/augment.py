@@ -327,21 +327,14 @@ def augment(
     return apply(src, params, tuple(out_hw), scale=1.0 if frames.is_floating_point() else 1.0 / 255)
 
 
-def two_views(
-    frames: torch.Tensor,
-    cfg: AugmentConfig,
-    out_hw,
-    generator: torch.Generator | None = None,
-    channels_last: bool = False,
-    executor: Executor | None = None,
-    groups: int = 2,
-):
-    """Two independently augmented views of the same uint8 live frames.
+def two_views(frames: torch.Tensor, cfg: AugmentConfig, out_hw, *args, **kwargs):
+    """Two independently augmented views of the same uint8 live frames (:func:`two_views_async`'s
+    arguments, waited for).
 
     With ``executor`` (CPU frames), the samples are augmented in ``groups`` groups (at most
     :data:`MAX_ROWS` samples each) on its threads; the views are the same as without it.
     """
-    return two_views_async(frames, cfg, out_hw, generator, channels_last, executor, groups).result()
+    return two_views_async(frames, cfg, out_hw, *args, **kwargs).result()
 
 
 class PendingViews:

@@ -381,6 +381,16 @@ class SelfeeConfig:
 # Presets: the paper's two settings. The defaults above are the original script's (mice).
 # --------------------------------------------------------------------------------------------
 
+# The CPU presets' budget (fly-cpu, mouse-cpu): ResNet-18 with small heads, 400 steps of 32 in bf16, about
+# 7-9 minutes on 2 cores (docs/quality.md); the backbone output is embedded (see there).
+_CPU_BUDGET: dict[str, dict[str, Any]] = {
+    "model": {"arch": "resnet18", "proj_dim": 128, "pred_hidden": 32, "cld_dim": 64, "init": "none"},
+    "loss": {"clusters": 4},
+    "optim": {"batch_size": 32, "base_lr": 0.5, "steps": 400},
+    "train": {"amp": "bf16", "checkpoint_every": 400, "eval_every": 0, "log_every": 20, "embed_bn_frames": 2048},
+    "embed": {"batch_size": 64, "features": "backbone"},
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "mouse": {
         "data": {"frame_interval": 2, "inner_shuffle": True, "input_size": [256, 192]},
@@ -399,21 +409,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         # a crop centred on one fly: no random crop (it cut the other fly out of a view), any rotation (the
         # inscribed circle, 2.8 body lengths around the centred male, stays in view)
         "augment": {"crop_scale": [1.0, 1.0], "rotation_deg": 180.0, "turbo_p": 0.0, "hue": 0.0},
-        "model": {"arch": "resnet18", "proj_dim": 128, "pred_hidden": 32, "cld_dim": 64, "init": "none"},
-        "loss": {"clusters": 4},
-        "optim": {"batch_size": 32, "base_lr": 0.5, "steps": 400},
-        "train": {"amp": "bf16", "checkpoint_every": 400, "eval_every": 0, "log_every": 20, "embed_bn_frames": 2048},
-        "embed": {"batch_size": 64, "features": "backbone"},
+        **_CPU_BUDGET,
     },
     # whole-arena mouse videos at half the mouse preset's size (4:3, as it): the paper's crop and rotation
     "mouse-cpu": {
         "data": {"frame_interval": 2, "inner_shuffle": True, "input_size": [128, 96]},
         "augment": {"turbo_p": 0.0, "hue": 0.0},
-        "model": {"arch": "resnet18", "proj_dim": 128, "pred_hidden": 32, "cld_dim": 64, "init": "none"},
-        "loss": {"clusters": 4},
-        "optim": {"batch_size": 32, "base_lr": 0.5, "steps": 400},
-        "train": {"amp": "bf16", "checkpoint_every": 400, "eval_every": 0, "log_every": 20, "embed_bn_frames": 2048},
-        "embed": {"batch_size": 64, "features": "backbone"},
+        **_CPU_BUDGET,
     },
     # Small and fast, for CPU smoke runs and the demo: not the paper's recipe.
     "tiny": {
