@@ -123,6 +123,8 @@ def embed_videos(
     corners=None,
     arena: str | None = None,
     open_embedder: Opener | None = None,
+    shard_of: tuple[int, int] | None = None,
+    shard_by: str = "name",
 ) -> dict:
     """``selfee-fast embed``: every frame of every video; bad videos are reported and skipped.
 
@@ -137,7 +139,9 @@ def embed_videos(
     skipped unless ``overwrite``. Under ``torchrun`` each rank embeds its share of the videos on
     its own GPU; the ranks meet once at the end (over gloo, with :data:`DIST_TIMEOUT`), and a rank
     that fails before then reports it there, so that the others stop with its error instead of
-    waiting; rank 0 writes ``manifest.json``.
+    waiting; rank 0 writes ``manifest.json``. ``shard_of=(I, N)`` embeds only share I of N of the sorted
+    videos (``shard_by`` ``name`` or ``size``; see :mod:`selfee.embed.shards`) and writes a shard
+    manifest; the last shard to finish writes ``manifest.json``.
     """
     from selfee.video import check_stems, expand_inputs
 
@@ -150,6 +154,17 @@ def embed_videos(
     if not paths:
         raise SelfeeError("no videos given")
     check_stems(paths, "{stem}.npy")
+    all_paths = paths
+    if shard_of is not None:
+        from selfee.embed import shards
+
+        paths = shards.select(all_paths, *shard_of, by=shard_by)
+        log.info("shard %d/%d: %d of %d video(s)", *shard_of, len(paths), len(all_paths))
+        if not paths:  # more shards than videos: nothing to do but take part in the merge
+            sha = file_sha256(weights) if Path(weights).is_file() else str(weights)
+            return shards.finish(out_dir, shard_of, all_paths, {"weights": str(weights), "weights_sha256": sha,
+                                                                "videos": [], "failed": [], "frames_embedded": 0,
+                                                                "seconds": 0.0})
 
     was_distributed = _dist_initialized()
     dist, dev = init_distributed(device or (cfg.embed.device if cfg else "auto"), timeout=DIST_TIMEOUT)
@@ -191,6 +206,8 @@ def embed_videos(
             "fps": new_frames / elapsed if elapsed else 0.0,
             "versions": versions(),
         }
+        if dist.is_main and shard_of is not None:
+            return shards.finish(out_dir, shard_of, all_paths, manifest)
         if dist.is_main:
             atomic_write_json(out_dir / "manifest.json", manifest)
         return manifest
