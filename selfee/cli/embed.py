@@ -18,7 +18,11 @@ def embed(
     sets: list[str] = SetOpt,
     batch_size: int = typer.Option(None, "--batch-size", help="Frames per inference batch (embed.batch_size)."),
     device: str = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    backend: str = typer.Option(None, help="torch, torchscript, onnx or tensorrt (default: from the weights file)."),
+    backend: str = typer.Option(None, help="auto (default: an export runs in its runtime; a checkpoint on the backend "
+                                "measured fastest here among those accurate to fp32, cached), torch, torchscript, "
+                                "onnx or tensorrt."),
+    precision: str = typer.Option(None, help="auto, fp32, bf16, fp16 or int8: the precision a checkpoint runs in "
+                                  "(with --backend auto: the candidates timed)."),
     dtype: str = typer.Option(None, help="float32 or float16 for the saved embeddings."),
     window: int = typer.Option(None, help="Also save the original's windowed average pooling over N frames "
                                "(OUT/<stem>.window<N>.npy)."),
@@ -40,6 +44,8 @@ def embed(
     several machines) each embed their share into the same OUT; the last to finish writes
     manifest.json (a rerun does too).
     """
+    from functools import partial
+
     from selfee.config import SelfeeConfig
     from selfee.embed import embed_videos
     from selfee.embed.shards import parse_shard
@@ -56,7 +62,7 @@ def embed(
         overrides = []
     manifest = embed_videos(videos, weights, out, cfg=cfg, overrides=overrides, batch_size=batch_size,
                             device=device, backend=backend, overwrite=overwrite, corners=corners, arena=arena,
-                            open_embedder=open_embedder, shard_of=parse_shard(shard), shard_by=shard_by)
+                            open_embedder=partial(open_embedder, precision=precision), shard_of=parse_shard(shard), shard_by=shard_by)
     n_ok, n_bad = len(manifest["videos"]), len(manifest["failed"])
     n_skip = sum(1 for v in manifest["videos"] if v.get("skipped"))
     typer.echo(f"embedded {n_ok} video(s) into {out}" + (f" ({n_skip} already done)" if n_skip else "")

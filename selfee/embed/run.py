@@ -281,6 +281,9 @@ def _embed_share(dist, paths, weights, out_dir, cfg, embedder, batch_size, show_
         "weights": str(weights),
         "weights_sha256": weights_hash,
         "backend": embedder.name,
+        "precision": getattr(embedder, "precision", None),
+        **{k: getattr(embedder, attr) for k, attr in (("backend_selection", "selection"), ("backend_fallback", "fallback"))
+           if getattr(embedder, attr, None)},
         "device": str(embedder.device),
         "batch_size": bs,
         "dtype": dtype,

@@ -143,13 +143,14 @@ def test_int8_options():
     check_options("onnx", True, "int8", 8, None, calibrate=["v.mp4"])
 
 
-def test_calibration_and_held_back_frames_do_not_overlap(calib_video):
+def test_calibration_and_held_back_frames_do_not_overlap(calib_video, tmp_path):
     calib, held, text = Q.calibration_sets(CFG, [calib_video], calibrate=12, held_back=6, stride=2)
     assert len(calib) + len(held) == 18 and len(held) >= 4 and "held-back real frames from calib.mp4" in text
     flat = lambda t: {bytes(f.numpy().tobytes()) for f in t}  # noqa: E731
     assert not flat(calib) & flat(held)
+    (tmp_path / "bad.mp4").write_text("not a video")
     with pytest.raises(SelfeeError, match="needs real frames"):
-        Q.calibration_sets(CFG, [], 4, 2)
+        Q.calibration_sets(CFG, [tmp_path / "bad.mp4"], 4, 2)
 
 
 def test_cli_int8_export_prints_both_figures(tiny, calib_video, tmp_path, loose):
