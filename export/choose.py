@@ -2,7 +2,8 @@
 
 Each candidate (an installed backend valid for the device, at one precision) is opened, run once on
 real frames of the first video (warm-up, and its embeddings compared with the fp32 eager encoder's)
-and timed for a few seconds (:data:`SECONDS`, at most :data:`MAX_BATCHES` batches) on one batch of them. Candidates whose median cosine to fp32 is below
+and timed for a few seconds (:data:`SECONDS`, at most :data:`MAX_BATCHES` batches) on one batch of
+them. Candidates whose median cosine to fp32 is below
 :data:`MIN_MEDIAN_COSINE`, or that fail to open or run, are out; the fastest of the rest wins. The
 table is logged and, with the choice, cached per (machine, weights SHA-256, input size, device,
 precision asked) in ``<cache>/backends/``: later runs open the chosen backend without timing.
@@ -73,9 +74,10 @@ def cache_file(key: dict) -> Path:
     return cache_dir() / "backends" / f"{digest}.json"
 
 
-def measure(candidates: list[Candidate], frames: torch.Tensor, reference: np.ndarray, seconds: float = SECONDS,
+def measure(candidates: list[Candidate], frames: torch.Tensor, reference: np.ndarray, seconds: float | None = None,
             batch: int = BATCH, clock: Callable[[], float] = time.perf_counter) -> tuple[list[dict], dict]:
     """(table rows, {label: opened embedder} of the accurate ones): each candidate's accuracy and frames/s."""
+    seconds = SECONDS if seconds is None else seconds
     rows, opened = [], {}
     for cand in candidates:
         row = {"backend": cand.backend, "precision": cand.precision}
@@ -128,7 +130,7 @@ def table(rows: list[dict], chosen: dict | None = None) -> str:
 
 
 def choose(candidates: list[Candidate], key: dict, frames: Callable[[], tuple[torch.Tensor, np.ndarray]],
-           seconds: float = SECONDS, clock: Callable[[], float] = time.perf_counter, subject: str = ""):
+           seconds: float | None = None, clock: Callable[[], float] = time.perf_counter, subject: str = ""):
     """(embedder, record): the cached choice for ``key`` when there is one and it opens, else the fastest
     accurate candidate, measured on ``frames()`` = (uint8 frames, fp32 eager embeddings of them)."""
     by_label = {c.label: c for c in candidates}
@@ -147,6 +149,7 @@ def choose(candidates: list[Candidate], key: dict, frames: Callable[[], tuple[to
                      cached["chosen"], cached.get("measured_at", "earlier"), path)
             return emb, {**cached, "cached": True, "cache_file": str(path)}
     x, ref = frames()
+    seconds = SECONDS if seconds is None else seconds
     log.info("%s: timing %d backend(s) on %d real frames, about %.0f s each", subject, len(candidates), len(x), seconds)
     rows, opened = measure(candidates, x, ref, seconds, clock=clock)
     best = pick(rows)
