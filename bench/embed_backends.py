@@ -106,20 +106,22 @@ def end_to_end(embedder, cfg, weights: Path, clip: Path, batch: int) -> float:
 def int8_export(ckpt: Path, model, cfg, clip: Path, knn_frames: int) -> tuple[Path | None, dict]:
     """``<ckpt stem>.int8.onnx`` beside the checkpoint when accepted (``auto`` then finds it), and the figures;
     a refused one is still written elsewhere so that its speed is measured."""
+    from selfee.cli.export import demo_labelled_video
     from selfee.export.exporter import export_checkpoint
     from selfee.export.quantize import calibration_sets, int8_checks, quantize_onnx
     from selfee.export.runtime import OnnxEmbedder
 
+    knn = demo_labelled_video(ckpt.parent, knn_frames)
     try:
         report = export_checkpoint(ckpt, ckpt.parent, precision="int8", calibrate=[clip], frames=4, quiet=True,
-                                   knn_frames=knn_frames)
+                                   knn_frames=knn_frames, knn_video=knn[0], knn_labels=knn[1])
         return ckpt.with_name(ckpt.stem + ".int8.onnx"), {**report["int8_checks"][0], "accepted": True}
     except Exception as exc:
         log.warning("the INT8 export was refused: %s", exc)
     refused = ckpt.parent / "refused.int8.onnx"
     calib, held, _ = calibration_sets(cfg, [clip])
     quantize_onnx(ckpt.with_name(ckpt.stem + ".onnx"), refused, calib)
-    checks = int8_checks(model.encoder, OnnxEmbedder(refused, "cpu"), held, cfg, knn_frames=knn_frames)
+    checks = int8_checks(model.encoder, OnnxEmbedder(refused, "cpu"), held, cfg, *knn, knn_frames=knn_frames)
     return refused, {**checks, "accepted": False}
 
 

@@ -100,13 +100,16 @@ def export_checkpoint(
     ``<file>.json`` beside it (metadata and verification; the engine's is what loads it).
     ``precision="int8"`` (ONNX) also writes ``<name>.int8.onnx``, quantized on frames of the
     ``calibrate`` videos and accepted by :func:`selfee.export.quantize.int8_checks` (k-NN on
-    ``knn_video`` with ``knn_labels``, else on the demo's video); with ``trt`` the engine is INT8,
+    ``knn_video`` with its ``knn_labels`` file); with ``trt`` the engine is INT8,
     built from it.
     """
     from selfee.checkpoint import load_model
     from selfee.export.runtime import OnnxEmbedder, TorchScriptEmbedder
 
     check_options(fmt, trt, precision, max_batch, opt_batch, calibrate)
+    if precision == "int8" and (knn_video is None or knn_labels is None):
+        raise SelfeeError("--precision int8 needs a labelled video for its k-NN check (knn_video, knn_labels; "
+                          "selfee-fast export generates the demo's when --knn-video is not given)")
     if trt:
         from selfee.export.tensorrt import check_available
 

@@ -12,6 +12,7 @@ A backend or precision given explicitly is used, or, when it cannot be, replaced
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -108,8 +109,6 @@ def find_export(weights: Path, suffix: str) -> Path | None:
         side = path.with_name(path.name + ".json")
         if path.is_file() and side.is_file():
             try:
-                import json
-
                 if json.loads(side.read_text()).get("checkpoint_sha256") == sha:
                     return path
             except (OSError, ValueError):

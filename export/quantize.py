@@ -7,7 +7,7 @@ first, and accepts the quantized model only if, against the fp32 eager encoder,
 
 - the median cosine similarity of the held-back frames' embeddings is >= :data:`MIN_MEDIAN_COSINE`, and
 - a k-NN on a labelled video (the demo's generated behaviour video, or one given with its labels)
-  loses at most :data:`MAX_F1_LOSS` macro F1 (leave-one-block-out, :func:`selfee.demo.knn_blocked_scores`).
+  loses at most :data:`MAX_F1_LOSS` macro F1 (leave-one-block-out, :func:`knn_macro_f1`).
 
 Both figures go into the export's metadata (``int8_checks``); a failed check is an error and the file
 is not kept. The same checks accept a TensorRT INT8 engine built from the QDQ model.
@@ -139,53 +139,61 @@ def set_meta(path: str | os.PathLike, meta: dict) -> None:
     onnx.save(model, str(path))
 
 
-def knn_check(encoder: torch.nn.Module, run: Callable[[torch.Tensor], np.ndarray], cfg, video=None, labels=None,
-              frames: int = KNN_FRAMES, batch: int = 16) -> dict:
-    """Macro F1 of a leave-one-block-out k-NN on a labelled video's embeddings, fp32 eager vs ``run``.
+def knn_macro_f1(x: np.ndarray, y: np.ndarray, k: int = 5, blocks: int = 10) -> float:
+    """Macro F1 of the project's cosine k-NN (:mod:`selfee.analysis.classify`, per frame, no smoothing),
+    leave-one-block-out over ``blocks`` contiguous time blocks (neighbouring frames never vote for each other)."""
+    from selfee.analysis.classify import KnnOptions, knn_scores, metrics
 
-    Without ``video``, the demo's generated behaviour video (its labels known by construction).
-    ``labels``: a label file for ``video`` (``frame,label`` CSV or ``start end label`` ranges).
+    opts = KnnOptions(k=k, smooth="none", device="cpu")
+    n_classes = int(y.max()) + 1
+    edges = np.linspace(0, len(y), blocks + 1).astype(int)
+    pred = np.empty_like(y)
+    scores = np.zeros((len(y), n_classes))
+    for a, b in zip(edges[:-1], edges[1:]):
+        ref = np.r_[0:a, b : len(y)]
+        scores[a:b] = knn_scores(x[a:b], [x[ref]], y[ref], n_classes, opts)
+        pred[a:b] = scores[a:b].argmax(1)
+    return metrics(y, pred, scores, n_classes)["macro_f1"]
+
+
+def knn_check(encoder: torch.nn.Module, run: Callable[[torch.Tensor], np.ndarray], cfg, video, labels,
+              frames: int = KNN_FRAMES, batch: int = 16) -> dict:
+    """Macro F1 of a k-NN (:func:`knn_macro_f1`) on a labelled video's embeddings, fp32 eager vs ``run``.
+
+    ``labels``: a label file for ``video`` (``frame,label`` CSV or ``start end label`` ranges). The CLI
+    passes the demo's generated behaviour video (its labels known by construction) unless given one.
     """
+    from selfee.analysis.io import read_labels
     from selfee.data import make_sources
-    from selfee.demo import knn_blocked_scores
     from selfee.embed.source import iter_embed_batches
     from selfee.video import probe
 
-    with tempfile.TemporaryDirectory(prefix="selfee-knn-") as tmp:
-        if video is None:
-            from selfee.demo import write_demo_video
-
-            video = Path(tmp) / "demo_behaviour.mp4"
-            per_frame = write_demo_video(video, n_frames=frames)
-            label_of = dict(enumerate(per_frame.tolist()))
-            name = "the demo's generated behaviour video"
-        else:
-            if labels is None:
-                raise SelfeeError(f"the k-NN check on {video} needs its labels (--knn-labels FILE)")
-            from selfee.analysis.io import read_labels
-
-            fl = read_labels(labels)
-            classes = {c: i for i, c in enumerate(sorted(set(fl.labels.tolist())))}
-            label_of = {int(f): classes[c] for f, c in zip(fl.frames, fl.labels)}
-            name = str(video)
-        (src,) = make_sources([probe(video)], cfg)
-        x, idx = [], []
-        for b in iter_embed_batches(src, cfg, 64):
-            keep = [i for i, f in enumerate(b.frame.tolist()) if f in label_of]
-            if keep:
-                x.append(b.frames[keep])
-                idx.extend(int(b.frame[i]) for i in keep)
-            if len(idx) >= frames:
-                break
+    if video is None or labels is None:
+        raise SelfeeError("the INT8 k-NN check needs a labelled video and its labels (--knn-video V --knn-labels L; "
+                          "the command line generates the demo's behaviour video when none is given)")
+    fl = read_labels(labels)
+    classes = {c: i for i, c in enumerate(sorted(set(fl.labels.tolist())))}
+    label_of = {int(f): classes[c] for f, c in zip(fl.frames, fl.labels)}
+    (src,) = make_sources([probe(video)], cfg)
+    x, idx = [], []
+    for b in iter_embed_batches(src, cfg, 64):
+        keep = [i for i, f in enumerate(b.frame.tolist()) if f in label_of]
+        if keep:
+            x.append(b.frames[keep])
+            idx.extend(int(b.frame[i]) for i in keep)
+        if len(idx) >= frames:
+            break
+    if not x:
+        raise SelfeeError(f"{video}: no labelled frame for the k-NN check")
     x = torch.cat(x)[:frames]
     y = np.array([label_of[f] for f in idx[:frames]])
     if len(np.unique(y)) < 2:
-        raise SelfeeError(f"{name}: the k-NN check needs at least two labelled classes in its first {frames} frames")
+        raise SelfeeError(f"{video}: the k-NN check needs at least two labelled classes in its first {frames} frames")
     ref = eager_reference(encoder, x)
     got = np.concatenate([np.asarray(run(x[i : i + batch]), np.float32) for i in range(0, len(x), batch)])
-    f32, q = knn_blocked_scores(ref, y), knn_blocked_scores(got, y)
-    return {"video": name, "frames": int(len(y)), "macro_f1_fp32": f32["macro_f1"], "macro_f1": q["macro_f1"],
-            "f1_loss": f32["macro_f1"] - q["macro_f1"]}
+    f32, q = knn_macro_f1(ref, y), knn_macro_f1(got, y)
+    return {"video": Path(video).name, "frames": int(len(y)), "macro_f1_fp32": f32, "macro_f1": q,
+            "f1_loss": f32 - q}
 
 
 def int8_checks(encoder: torch.nn.Module, run: Callable[[torch.Tensor], np.ndarray], held: torch.Tensor, cfg,

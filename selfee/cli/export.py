@@ -44,13 +44,19 @@ def export(
     --calibrate videos), kept only if on held-back frames the median cosine to fp32 is >= 0.99 and
     a k-NN on a labelled video loses <= 0.02 macro F1 (both stored in its metadata).
     """
+    import tempfile
+
     from selfee.export.exporter import export_checkpoint
     from selfee.export.verify import describe
 
-    report = export_checkpoint(checkpoint, out, fmt=fmt, trt=trt, precision=precision, max_batch=max_batch,
-                               opt_batch=opt_batch, device=device, videos=[str(v) for v in video], frames=frames,
-                               timing_cache=timing_cache, name=name, quiet=True, calibrate=calibrate,
-                               knn_video=knn_video, knn_labels=knn_labels, knn_frames=knn_frames)
+    tmp = tempfile.TemporaryDirectory(prefix="selfee-knn-")
+    if precision == "int8" and knn_video is None:
+        knn_video, knn_labels = demo_labelled_video(Path(tmp.name), knn_frames or 300)
+    with tmp:
+        report = export_checkpoint(checkpoint, out, fmt=fmt, trt=trt, precision=precision, max_batch=max_batch,
+                                   opt_batch=opt_batch, device=device, videos=[str(v) for v in video],
+                                   frames=frames, timing_cache=timing_cache, name=name, quiet=True,
+                                   calibrate=calibrate, knn_video=knn_video, knn_labels=knn_labels, knn_frames=knn_frames)
     typer.echo(f"verified on {report['verification_frames']}")
     if not report["real_frames"]:
         typer.echo("note: the frames standing in for real ones were synthetic" + (
@@ -65,6 +71,18 @@ def export(
             typer.echo(describe_checks(checks, checks["export"]))
     for f in report["files"]:
         typer.echo(f"wrote {f}")
+
+
+def demo_labelled_video(folder: Path, frames: int) -> tuple[Path, Path]:
+    """The demo's generated behaviour video (``frames`` frames) and its ``frame,label`` CSV, in ``folder``:
+    the default labelled video of the INT8 k-NN check."""
+    from selfee.demo import STATES, write_demo_video
+
+    video = folder / "demo_behaviour.mp4"
+    labels = write_demo_video(video, n_frames=frames)
+    csv = folder / "demo_behaviour.labels.csv"
+    csv.write_text("frame,label\n" + "".join(f"{i},{STATES[c]}\n" for i, c in enumerate(labels.tolist())))
+    return video, csv
 
 
 def bench(

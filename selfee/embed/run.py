@@ -29,8 +29,10 @@ from typing import Protocol
 import torch
 
 from selfee.config import SelfeeConfig
+from selfee.embed import shards
 from selfee.embed.embedder import Embedder
 from selfee.embed.outputs import VideoOutputs, completed, video_key
+from selfee.embed.shards import shard
 from selfee.embed.source import prefetched
 from selfee.errors import SelfeeError, VideoError
 from selfee.fileio import atomic_write_json, check_writable, file_sha256
@@ -88,20 +90,6 @@ def embed_video(src, cfg: SelfeeConfig, embedder: Embedder, out_dir: Path, batch
         raise
 
 
-def shard(paths: list[Path], rank: int, world: int) -> list[Path]:
-    """This rank's videos: largest first to the least-loaded rank (sizes balance the work), in input order."""
-    if world <= 1:
-        return list(paths)
-    sizes = [p.stat().st_size if p.is_file() else 0 for p in paths]
-    load = [0] * world
-    owner = {}
-    for i in sorted(range(len(paths)), key=lambda i: (-sizes[i], i)):
-        r = min(range(world), key=lambda r: (load[r], r))
-        owner[i] = r
-        load[r] += sizes[i] + 1
-    return [p for i, p in enumerate(paths) if owner[i] == rank]
-
-
 # How long the ranks of a torchrun embedding wait for each other. A rank that finishes its videos
 # early waits for the slowest one at the end, which can be hours: far beyond NCCL's 10 minutes.
 DIST_TIMEOUT = timedelta(days=7)
@@ -156,8 +144,6 @@ def embed_videos(
     check_stems(paths, "{stem}.npy")
     all_paths = paths
     if shard_of is not None:
-        from selfee.embed import shards
-
         paths = shards.select(all_paths, *shard_of, by=shard_by)
         log.info("shard %d/%d: %d of %d video(s)", *shard_of, len(paths), len(all_paths))
         if not paths:  # more shards than videos: nothing to do but take part in the merge

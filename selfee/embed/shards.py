@@ -2,7 +2,7 @@
 into one output folder.
 
 Every process expands the same inputs, sorts them and takes its share (:func:`select`: every N-th
-path by name, or the greedy size balance of :func:`selfee.embed.run.shard`). Video outputs never
+path by name, or the greedy size balance of :func:`shard`, which also splits a torchrun job among its ranks). Video outputs never
 clash (one ``<stem>.*`` set per video, each written atomically), and each process writes its own
 ``manifest.shard-I-of-N.json``. Lock-free merging: after writing its own, a process reads the
 others' (same inputs, weights and N); when all N are there it writes the full ``manifest.json``.
@@ -26,6 +26,20 @@ log = logging.getLogger("selfee")
 BY = ("name", "size")
 
 
+def shard(paths: list[Path], rank: int, world: int) -> list[Path]:
+    """This rank's videos: largest first to the least-loaded rank (sizes balance the work), in input order."""
+    if world <= 1:
+        return list(paths)
+    sizes = [p.stat().st_size if p.is_file() else 0 for p in paths]
+    load = [0] * world
+    owner = {}
+    for i in sorted(range(len(paths)), key=lambda i: (-sizes[i], i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += sizes[i] + 1
+    return [p for i, p in enumerate(paths) if owner[i] == rank]
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"I/N"`` (0 <= I < N; SLURM: ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``) -> (I, N); None -> None."""
     if text is None or text == "":
@@ -45,13 +59,11 @@ def select(paths: list[Path], index: int, count: int, by: str = "name") -> list[
     ``name``: the paths sorted, every ``count``-th from ``index``. ``size``: largest file first to the
     least-loaded shard (ties to the lower shard), which balances the work when sizes vary.
     """
-    from selfee.embed.run import shard as by_size
-
     if by not in BY:
         raise SelfeeError(f"unknown --shard-by '{by}' (choose from: {', '.join(BY)})")
     ordered = sorted(paths, key=str)
     if by == "size":
-        return by_size(ordered, index, count)
+        return shard(ordered, index, count)
     return ordered[index::count]
 
 

@@ -41,13 +41,21 @@ def loose(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def int8(tiny, calib_video, tmp_path_factory):
+def knn(tmp_path_factory):
+    """The demo's generated behaviour video and its labels (what the command line uses by default)."""
+    from selfee.cli.export import demo_labelled_video
+
+    return demo_labelled_video(tmp_path_factory.mktemp("knn"), KNN)
+
+
+@pytest.fixture(scope="module")
+def int8(tiny, calib_video, knn, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Q, "MIN_MEDIAN_COSINE", 0.9)
         mp.setattr(Q, "MAX_F1_LOSS", 1.0)
-        return out, export_checkpoint(tiny[0], out, precision="int8", calibrate=[calib_video], frames=4, quiet=True,
-                                  knn_frames=KNN)
+        return out, export_checkpoint(tiny[0], out, precision="int8", calibrate=[calib_video], frames=4,
+                                      quiet=True, knn_frames=KNN, knn_video=knn[0], knn_labels=knn[1])
 
 
 def test_int8_export_is_qdq_per_channel_and_close_to_eager(tiny, int8, calib_video):
@@ -87,7 +95,7 @@ def test_int8_checks_are_stored_and_reported(int8):
     assert report["int8_checks"][0]["median_cosine"] == checks["median_cosine"]
 
 
-def test_knn_check_against_references(tiny):
+def test_knn_check_against_references(tiny, knn):
     """Eager against itself loses nothing; embeddings of pure noise lose most of the F1."""
     enc = tiny[1].encoder
 
@@ -95,36 +103,35 @@ def test_knn_check_against_references(tiny):
         with torch.no_grad():
             return enc(x.float() / 255).numpy()
 
-    assert Q.knn_check(enc, same, CFG, frames=KNN)["f1_loss"] == 0.0
+    assert Q.knn_check(enc, same, CFG, *knn, frames=KNN)["f1_loss"] == 0.0
     rng = np.random.default_rng(0)
-    noise = Q.knn_check(enc, lambda x: rng.normal(size=(len(x), 16)).astype(np.float32), CFG, frames=KNN)
+    noise = Q.knn_check(enc, lambda x: rng.normal(size=(len(x), 16)).astype(np.float32), CFG, *knn, frames=KNN)
     assert noise["macro_f1"] < noise["macro_f1_fp32"]
 
 
-def test_knn_check_on_a_given_labelled_video(tiny, tmp_path):
-    from selfee.demo import write_demo_video
+def test_knn_macro_f1_against_hand_made_cases():
+    """Two well separated classes in alternating blocks: perfect; labels shuffled against the features: chance."""
+    y = np.repeat(np.arange(10) % 2, 20)
+    x = np.stack([np.where(y == 0, 1.0, -1.0), np.ones_like(y, float)], 1) + 0.01 * np.arange(200)[:, None] / 200
+    assert Q.knn_macro_f1(x, y) == 1.0
+    rng = np.random.default_rng(0)
+    assert Q.knn_macro_f1(rng.normal(size=(200, 8)), y) < 0.8
 
-    video = tmp_path / "behaviour.mp4"
-    labels = write_demo_video(video, n_frames=KNN)
-    csv = tmp_path / "behaviour.csv"
-    csv.write_text("frame,label\n" + "".join(f"{i},{['rest', 'chase', 'wing'][c]}\n" for i, c in enumerate(labels)))
-    enc = tiny[1].encoder
-    given = Q.knn_check(enc, lambda x: enc(x.float() / 255).detach().numpy(), CFG, video=video, labels=csv,
-                        frames=KNN)
-    assert given["video"] == str(video) and given["frames"] == KNN and given["f1_loss"] == 0.0
-    with pytest.raises(SelfeeError, match="needs its labels"):
-        Q.knn_check(enc, None, CFG, video=video)
+
+def test_knn_check_needs_labels(tiny, knn):
+    with pytest.raises(SelfeeError, match="needs a labelled video and its labels"):
+        Q.knn_check(tiny[1].encoder, None, CFG, knn[0], None)
 
 
 @pytest.mark.parametrize("knob, value, why", [("MIN_MEDIAN_COSINE", 1.0 + 1e-9, "median cosine"),
                                               ("MAX_F1_LOSS", -1.0, "k-NN macro F1 loss")])
-def test_a_failed_check_refuses_the_export(tiny, calib_video, tmp_path, monkeypatch, knob, value, why):
+def test_a_failed_check_refuses_the_export(tiny, calib_video, knn, tmp_path, monkeypatch, knob, value, why):
     monkeypatch.setattr(Q, "MIN_MEDIAN_COSINE", 0.0)
     monkeypatch.setattr(Q, "MAX_F1_LOSS", 1.0)
     monkeypatch.setattr(Q, knob, value)
     with pytest.raises(SelfeeError, match=f"fails its acceptance check \\({why}.*the file was not kept"):
         export_checkpoint(tiny[0], tmp_path, precision="int8", calibrate=[calib_video], frames=4, quiet=True,
-                          knn_frames=KNN)
+                          knn_frames=KNN, knn_video=knn[0], knn_labels=knn[1])
     assert not list(tmp_path.glob("*.int8.onnx*"))
 
 

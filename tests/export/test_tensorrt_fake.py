@@ -449,10 +449,14 @@ def test_int8_engine_export_is_held_to_the_int8_checks(fake, tiny, tmp_path, mon
     monkeypatch.setattr(Q, "MIN_MEDIAN_COSINE", 0.9)  # the tiny model's ONNX INT8 passes these
     monkeypatch.setattr(Q, "MAX_F1_LOSS", 1.0)
     monkeypatch.setattr(Q, "KNN_FRAMES", 90)
+    from selfee.cli.export import demo_labelled_video
+
     video = write_video(tmp_path / "calib.mp4", numbered_frames(60), g=8)
+    knn_video, knn_labels = demo_labelled_video(tmp_path, 90)
     with pytest.raises(SelfeeError, match="tensorrt int8 export fails its acceptance check .median cosine"):
         export_checkpoint(tiny[0], tmp_path / "out", trt=True, precision="int8", calibrate=[video], frames=4,
-                          max_batch=8, quiet=True, timing_cache=tmp_path / "t.cache", knn_frames=90)
+                          max_batch=8, quiet=True, timing_cache=tmp_path / "t.cache", knn_frames=90,
+                          knn_video=knn_video, knn_labels=knn_labels)
     assert (tmp_path / "out" / "tiny.int8.onnx").is_file() and not (tmp_path / "out" / "tiny.engine").exists()
     (build_rec,) = sys.modules["tensorrt"].state.builds
     assert build_rec["flags"] == {BuilderFlag.INT8, BuilderFlag.FP16}
