@@ -25,7 +25,7 @@ from selfee.export.graph import (
     random_frames,
     structured_frames,
 )
-from selfee.export.verify import describe, require_passed, verify_export
+from selfee.export.verify import describe, real_frames, require_passed, verify_export
 from selfee.fileio import atomic_path, atomic_write_json, cache_dir, file_sha256
 from selfee.runtime import resolve_device
 
@@ -34,13 +34,22 @@ log = logging.getLogger("selfee")
 FORMATS = ("torchscript", "onnx")
 
 
-def check_options(fmt: str, trt: bool, precision: str, max_batch: int, opt_batch: int | None) -> None:
+def check_options(fmt: str, trt: bool, precision: str, max_batch: int, opt_batch: int | None,
+                  calibrate=()) -> None:
     if fmt not in FORMATS:
         raise SelfeeError(f"unknown export format '{fmt}' (choose from: {', '.join(FORMATS)})")
-    precision_dtype(precision)
+    if precision == "int8":
+        if fmt != "onnx":
+            raise SelfeeError("--precision int8 quantizes the ONNX export (and builds the TensorRT engine from it with "
+                              "--trt): use --format onnx")
+        if not calibrate:
+            raise SelfeeError("--precision int8 needs calibration videos: --calibrate VIDEO (repeatable), videos "
+                              "like the ones you will embed")
+    else:
+        precision_dtype(precision)
     if trt and fmt != "onnx":
         raise SelfeeError("--trt builds the engine from the ONNX export: use --format onnx --trt")
-    if fmt == "onnx" and precision != "fp32" and not trt:
+    if fmt == "onnx" and precision not in ("fp32", "int8") and not trt:
         raise SelfeeError(
             f"ONNX files are written in fp32; --precision {precision} applies to TorchScript and to "
             "TensorRT engines (--format onnx --trt)"
@@ -54,7 +63,7 @@ def verification_sets(cfg, n: int, videos=(), seed: int = 0) -> tuple[dict[str, 
     a description of them: how many, and real from which videos or synthetic."""
     size = tuple(int(v) for v in cfg.data.input_size)
     sets = {"random": random_frames(n, size, seed)}
-    real, used = _real_frames(cfg, videos, n) if videos else (None, [])
+    real, used = real_frames(cfg, videos, n) if videos else (None, [])
     if real is not None:
         sets["real"] = real
         what = f"{len(real)} real frames from {', '.join(used)}"
@@ -63,25 +72,6 @@ def verification_sets(cfg, n: int, videos=(), seed: int = 0) -> tuple[dict[str, 
         why = "no frame could be read from the videos given" if videos else "no video given"
         what = f"{n} synthetic video-like frames ({why}; not real frames)"
     return sets, f"{n} random frames and {what}"
-
-
-def _real_frames(cfg, videos, n: int, stride: int = 5) -> tuple[torch.Tensor | None, list[str]]:
-    """Up to ``n`` live frames (every ``stride``-th) from the start of each video, as ``embed`` makes
-    them, and the names of the videos they come from."""
-    from selfee.data import make_sources
-    from selfee.embed.source import iter_embed_batches
-    from selfee.video import open_inputs
-
-    # bad videos are reported and skipped; without any, the verification uses synthetic frames
-    infos = open_inputs(videos, cfg, min_frames=cfg.data.min_frames, require=False).videos
-    per = max(1, n // max(1, len(infos)))
-    out, used = [], []
-    for src in make_sources(infos, cfg):
-        first = next(iter(iter_embed_batches(src, cfg, per * stride)), None)
-        if first is not None:
-            out.append(first.frames[::stride][:per])
-            used.append(src.info.path.name)
-    return (torch.cat(out)[:n], used) if out else (None, [])
 
 
 def export_checkpoint(
@@ -99,16 +89,27 @@ def export_checkpoint(
     name: str | None = None,
     opset: int = 17,
     quiet: bool = False,
+    calibrate=(),
+    knn_video=None,
+    knn_labels=None,
+    knn_frames: int | None = None,
 ) -> dict:
     """Export ``checkpoint``'s encoder into ``out_dir`` and verify every file; returns the report.
 
     Files: ``<name>.ts`` or ``<name>.onnx`` (+ ``<name>.engine`` with ``trt``), each with a
     ``<file>.json`` beside it (metadata and verification; the engine's is what loads it).
+    ``precision="int8"`` (ONNX) also writes ``<name>.int8.onnx``, quantized on frames of the
+    ``calibrate`` videos and accepted by :func:`selfee.export.quantize.int8_checks` (k-NN on
+    ``knn_video`` with its ``knn_labels`` file); with ``trt`` the engine is INT8,
+    built from it.
     """
     from selfee.checkpoint import load_model
     from selfee.export.runtime import OnnxEmbedder, TorchScriptEmbedder
 
-    check_options(fmt, trt, precision, max_batch, opt_batch)
+    check_options(fmt, trt, precision, max_batch, opt_batch, calibrate)
+    if precision == "int8" and (knn_video is None or knn_labels is None):
+        raise SelfeeError("--precision int8 needs a labelled video for its k-NN check (knn_video, knn_labels; "
+                          "selfee-fast export generates the demo's when --knn-video is not given)")
     if trt:
         from selfee.export.tensorrt import check_available
 
@@ -159,6 +160,9 @@ def export_checkpoint(
         result = verify_export("onnx", OnnxEmbedder(tmp, "cpu"), encoder, inputs, "fp32")
         verified(result, onnx_path)
     publish(onnx_path, result, meta)
+    if precision == "int8":
+        onnx_path = _int8_onnx(report, encoder, cfg, meta, onnx_path, out_dir / f"{name}.int8.onnx", calibrate,
+                               knn_video, knn_labels, knn_frames, say)
     if trt:
         from selfee.export.tensorrt import TensorRTEmbedder, build_engine
 
@@ -170,12 +174,53 @@ def export_checkpoint(
             sidecar = tmp.with_name(tmp.name + ".json")  # the runtime needs it to load the engine
             atomic_write_json(sidecar, meta_trt)
             try:
-                result = verify_export("tensorrt", TensorRTEmbedder(tmp, device), encoder, inputs, precision)
+                if precision == "int8":
+                    result = _int8_accept(report, "tensorrt int8", TensorRTEmbedder(tmp, device), encoder, cfg,
+                                          report["int8_held_back"], knn_video, knn_labels, knn_frames, say, engine)
+                    meta_trt["int8_checks"] = result
+                else:
+                    result = verify_export("tensorrt", TensorRTEmbedder(tmp, device), encoder, inputs, precision)
             finally:
                 sidecar.unlink(missing_ok=True)
-            verified(result, engine)
+            if precision != "int8":
+                verified(result, engine)
         publish(engine, result, meta_trt)
+    report.pop("int8_held_back", None)
     return report
+
+
+def _int8_accept(report, what, embedder, encoder, cfg, held, knn_video, knn_labels, knn_frames, say, path) -> dict:
+    """The INT8 acceptance checks of ``embedder``: recorded in the report, printed, an error when failed."""
+    from selfee.export.quantize import KNN_FRAMES, describe_checks, int8_checks, require_checks
+
+    checks = int8_checks(encoder, embedder, held, cfg, knn_video, knn_labels, knn_frames or KNN_FRAMES)
+    checks["export"] = what
+    say("%s", describe_checks(checks, what))
+    report["int8_checks"].append(checks)
+    require_checks(checks, path, what)
+    return checks
+
+
+def _int8_onnx(report, encoder, cfg, meta, fp32_path: Path, out: Path, calibrate, knn_video, knn_labels, knn_frames,
+               say) -> Path:
+    """``out``: the fp32 ONNX export statically quantized (QDQ) on frames of ``calibrate``, kept only if accepted."""
+    from selfee.export.quantize import calibration_sets, quantize_onnx, set_meta
+    from selfee.export.runtime import OnnxEmbedder
+
+    calib, held, described = calibration_sets(cfg, [str(v) for v in calibrate])
+    say("INT8: %s", described)
+    report.update(int8_calibration=described, int8_checks=[], int8_held_back=held)
+    with atomic_path(out, keep_suffix=True) as tmp:
+        quantize_onnx(fp32_path, tmp, calib)
+        checks = _int8_accept(report, "onnx int8", OnnxEmbedder(tmp, "cpu"), encoder, cfg, held, knn_video,
+                              knn_labels, knn_frames, say, out)
+        meta = {**meta, "precision": "int8", "int8_checks": checks, "calibration": described,
+                "quantization": {"format": "QDQ", "weights": "int8, per channel", "activations": "uint8",
+                                 "calibration": "min-max", "source": fp32_path.name}}
+        set_meta(tmp, meta)
+    atomic_write_json(out.with_name(out.name + ".json"), {**meta, "verification": checks})
+    report["files"].append(str(out))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

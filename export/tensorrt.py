@@ -1,7 +1,8 @@
 """TensorRT engines built from the ONNX export (TensorRT 10 Python API) and the Embedder that runs them.
 
 TensorRT 10.x only (11 removed the FP16/BF16 builder flags). One optimization profile (batch
-1 .. max, tuned for opt; the input size fixed), FP16 or BF16 builder flags (fp32 also turns TF32
+1 .. max, tuned for opt; the input size fixed), FP16 or BF16 builder flags (INT8 + FP16 for the explicitly
+quantized QDQ export of :mod:`selfee.export.quantize`; fp32 also turns TF32
 off, so it means fp32), a timing cache kept across builds (a corrupt one is replaced), the
 engine built and run on the GPU asked for, and a JSON sidecar ``<engine>.json`` with the
 metadata, the TensorRT version, the GPU, the precision and the shapes. An engine runs only with
@@ -134,6 +135,11 @@ def _builder_config(trt, builder, network, precision: str, shapes: dict, workspa
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "bf16":
         config.set_flag(trt.BuilderFlag.BF16)
+    elif precision == "int8":
+        # Explicit quantization: the Q/DQ nodes of the INT8 ONNX export carry the scales (no calibrator);
+        # FP16 lets the layers left unquantized (pooling, the projector's BatchNorm) run in half precision.
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.FP16)
     else:
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
@@ -195,6 +201,9 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, meta: dic
     dev = gpu_device(device)
     onnx_path = Path(onnx_path)
     out = Path(out)
+    if precision == "int8" and not has_qdq(onnx_path):
+        raise SelfeeError(f"{onnx_path}: an INT8 engine is built from the quantized (QDQ) ONNX export, and this model "
+                          "has no QuantizeLinear nodes: selfee-fast export CKPT --precision int8 --calibrate VIDEO --trt")
     h, w = meta["input_size"]
     opt_batch = opt_batch or max_batch
     shapes = {"min": (1, 3, h, w), "opt": (opt_batch, 3, h, w), "max": (max_batch, 3, h, w)}
@@ -247,6 +256,13 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, meta: dic
         "onnx": onnx_path.name,
         "timing_cache": str(cache_path),
     }
+
+
+def has_qdq(onnx_path: str | os.PathLike) -> bool:
+    """Whether an ONNX model is explicitly quantized (has QuantizeLinear nodes)."""
+    onnx = require("onnx", "reading ONNX models")
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return any(node.op_type == "QuantizeLinear" for node in model.graph.node)
 
 
 def read_engine_metadata(path: str | os.PathLike) -> dict:

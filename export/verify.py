@@ -14,6 +14,25 @@ from selfee.export.graph import MIN_COSINE
 log = logging.getLogger("selfee")
 
 
+def real_frames(cfg, videos, n: int, stride: int = 5) -> tuple[torch.Tensor | None, list[str]]:
+    """Up to ``n`` live frames (every ``stride``-th) from the start of each video, as ``embed`` makes
+    them (its frame source), and the names of the videos they come from."""
+    from selfee.data import make_sources
+    from selfee.embed.source import iter_embed_batches
+    from selfee.video import open_inputs
+
+    # bad videos are reported and skipped; without any, the caller uses synthetic frames
+    infos = open_inputs(videos, cfg, min_frames=cfg.data.min_frames, require=False).videos
+    per = max(1, n // max(1, len(infos)))
+    out, used = [], []
+    for src in make_sources(infos, cfg):
+        first = next(iter(iter_embed_batches(src, cfg, per * stride)), None)
+        if first is not None:
+            out.append(first.frames[::stride][:per])
+            used.append(src.info.path.name)
+    return (torch.cat(out)[:n], used) if out else (None, [])
+
+
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row of ``a`` with the same row of ``b`` (float64)."""
     a = np.asarray(a, np.float64)

@@ -48,6 +48,12 @@ def _strict_on_gpu(request, monkeypatch):
         monkeypatch.setenv("SELFEE_STRICT", "1")
 
 
+@pytest.fixture(autouse=True)
+def _session_cache(tmp_path_factory, monkeypatch):
+    """Cached exports and backend choices go to a folder of the test session, never the user's cache."""
+    monkeypatch.setenv("SELFEE_CACHE", str(tmp_path_factory.getbasetemp() / "selfee-cache"))
+
+
 # The smallest configuration that still runs every part of training and embedding on a CPU in seconds.
 TINY = (
     "model.arch=resnet18", "model.proj_dim=32", "model.pred_hidden=8", "model.cld_dim=16", "model.init=none",

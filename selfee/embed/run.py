@@ -29,8 +29,10 @@ from typing import Protocol
 import torch
 
 from selfee.config import SelfeeConfig
+from selfee.embed import shards
 from selfee.embed.embedder import Embedder
 from selfee.embed.outputs import VideoOutputs, completed, nearly_constant, video_key, warn_if_constant
+from selfee.embed.shards import shard
 from selfee.embed.source import prefetched
 from selfee.errors import SelfeeError, VideoError
 from selfee.fileio import atomic_write_json, check_writable, file_sha256
@@ -91,20 +93,6 @@ def embed_video(src, cfg: SelfeeConfig, embedder: Embedder, out_dir: Path, batch
         raise
 
 
-def shard(paths: list[Path], rank: int, world: int) -> list[Path]:
-    """This rank's videos: largest first to the least-loaded rank (sizes balance the work), in input order."""
-    if world <= 1:
-        return list(paths)
-    sizes = [p.stat().st_size if p.is_file() else 0 for p in paths]
-    load = [0] * world
-    owner = {}
-    for i in sorted(range(len(paths)), key=lambda i: (-sizes[i], i)):
-        r = min(range(world), key=lambda r: (load[r], r))
-        owner[i] = r
-        load[r] += sizes[i] + 1
-    return [p for i, p in enumerate(paths) if owner[i] == rank]
-
-
 # How long the ranks of a torchrun embedding wait for each other. A rank that finishes its videos
 # early waits for the slowest one at the end, which can be hours: far beyond NCCL's 10 minutes.
 DIST_TIMEOUT = timedelta(days=7)
@@ -126,6 +114,8 @@ def embed_videos(
     corners=None,
     arena: str | None = None,
     open_embedder: Opener | None = None,
+    shard_of: tuple[int, int] | None = None,
+    shard_by: str = "name",
 ) -> dict:
     """``selfee-fast embed``: every frame of every video; bad videos are reported and skipped.
 
@@ -140,7 +130,9 @@ def embed_videos(
     skipped unless ``overwrite``. Under ``torchrun`` each rank embeds its share of the videos on
     its own GPU; the ranks meet once at the end (over gloo, with :data:`DIST_TIMEOUT`), and a rank
     that fails before then reports it there, so that the others stop with its error instead of
-    waiting; rank 0 writes ``manifest.json``.
+    waiting; rank 0 writes ``manifest.json``. ``shard_of=(I, N)`` embeds only share I of N of the sorted
+    videos (``shard_by`` ``name`` or ``size``; see :mod:`selfee.embed.shards`) and writes a shard
+    manifest; the last shard to finish writes ``manifest.json``.
     """
     from selfee.video import check_stems, expand_inputs
 
@@ -153,6 +145,15 @@ def embed_videos(
     if not paths:
         raise SelfeeError("no videos given")
     check_stems(paths, "{stem}.npy")
+    all_paths = paths
+    if shard_of is not None:
+        paths = shards.select(all_paths, *shard_of, by=shard_by)
+        log.info("shard %d/%d: %d of %d video(s)", *shard_of, len(paths), len(all_paths))
+        if not paths:  # more shards than videos: nothing to do but take part in the merge
+            sha = file_sha256(weights) if Path(weights).is_file() else str(weights)
+            return shards.finish(out_dir, shard_of, all_paths, {"weights": str(weights), "weights_sha256": sha,
+                                                                "videos": [], "failed": [], "frames_embedded": 0,
+                                                                "seconds": 0.0})
 
     was_distributed = _dist_initialized()
     dist, dev = init_distributed(device or (cfg.embed.device if cfg else "auto"), timeout=DIST_TIMEOUT)
@@ -196,6 +197,8 @@ def embed_videos(
             "nearly_constant": [r["video"] for r in results if nearly_constant(r.get("spread"))],
             "versions": versions(),
         }
+        if dist.is_main and shard_of is not None:
+            return shards.finish(out_dir, shard_of, all_paths, manifest)
         if dist.is_main:
             atomic_write_json(out_dir / "manifest.json", manifest)
         return manifest
@@ -286,6 +289,9 @@ def _embed_share(dist, paths, weights, out_dir, cfg, embedder, batch_size, show_
         "weights": str(weights),
         "weights_sha256": weights_hash,
         "backend": embedder.name,
+        "precision": getattr(embedder, "precision", None),
+        **{k: getattr(embedder, attr) for k, attr in (("backend_selection", "selection"), ("backend_fallback", "fallback"))
+           if getattr(embedder, attr, None)},
         "device": str(embedder.device),
         "batch_size": bs,
         "dtype": dtype,

@@ -51,9 +51,3 @@ def tiny(tmp_path_factory):
 
     path = random_checkpoint(CFG, tmp_path_factory.mktemp("weights") / "tiny.pt", seed=0)
     return path, load_model(path)[0]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    """Cached exports (the CPU default for checkpoints) go to a folder of the test session."""
-    monkeypatch.setenv("SELFEE_CACHE", str(tmp_path_factory.getbasetemp() / "selfee-cache"))

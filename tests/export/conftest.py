@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from embed.conftest import CFG, _cache, clip, cosine_min, decoded_count, reference, tiny  # noqa: F401
+from embed.conftest import CFG, clip, cosine_min, decoded_count, reference, tiny  # noqa: F401
 
 
 @pytest.fixture(scope="session")

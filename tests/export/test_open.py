@@ -1,5 +1,6 @@
-"""Weights -> Embedder (selfee.export.open): the backend from the file, the CPU default through a cached export,
-checkpoints in PyTorch where ONNX is missing, and every Embedder with the whole interface."""
+"""Weights -> Embedder (selfee.export.open): the backend from the file, checkpoints on the backend measured
+fastest (test_choose.py tests the choice), without ONNX where it is missing, and every Embedder with the whole
+interface."""
 
 import logging
 import sys
@@ -29,23 +30,24 @@ def test_every_cpu_backend_gives_the_same_embeddings_one_row_per_frame(tiny, exp
     index = np.loadtxt(out / "clip.csv", delimiter=",", skiprows=1)
     assert index[:, 0].tolist() == list(range(n))
     np.testing.assert_allclose(index[:, 1], np.arange(n) / 20, atol=1e-6)
-    assert cosine_min(x, reference(model, clip)) >= 0.9999
-    # auto on the CPU runs a checkpoint through ONNX Runtime (the fastest CPU backend measured)
-    assert manifest["backend"] == ("onnx" if backend == "auto" else backend)
+    # fp32 backends match the eager model; auto may pick bf16, held to the median cosine >= 0.99 of its choice
+    assert cosine_min(x, reference(model, clip)) >= (0.9999 if manifest["precision"] == "fp32" else 0.98)
+    # auto on the CPU runs a checkpoint on the backend measured fastest here
+    assert manifest["backend"] == backend or (backend == "auto" and manifest["backend_selection"]["chosen"])
     assert manifest["videos"][0]["frames"] == n and manifest["videos"][0]["fps"] > 0
     assert len(manifest["weights_sha256"]) == 64 and "torch" in manifest["versions"]
     assert not list(out.glob("*.partial"))
 
 
 @pytest.mark.parametrize("which, backend, name", [
-    ("checkpoint", "torch", "torch"), ("checkpoint", "auto", "onnx"), ("checkpoint", "torchscript", "torchscript"),
+    ("checkpoint", "torch", "torch"), ("checkpoint", "auto", None), ("checkpoint", "torchscript", "torchscript"),
     ("torchscript", "auto", "torchscript"), ("onnx", "auto", "onnx"),
 ])
 def test_every_embedder_has_the_whole_interface(tiny, exports, which, backend, name):
     """name, dim, device, fixed_size, submit(frames).result() and __call__, read directly by their callers."""
     weights = tiny[0] if which == "checkpoint" else exports[which]
     embedder, cfg = open_embedder(weights, backend, "cpu")
-    assert embedder.name == name and embedder.dim == 16 and cfg.data.input_size == (32, 48)
+    assert embedder.name == (name or embedder.name) and embedder.dim == 16 and cfg.data.input_size == (32, 48)
     assert torch.device(embedder.device) == torch.device("cpu") and embedder.fixed_size is None
     x = random_frames(3, (32, 48), seed=1)
     got = embedder.submit(x).result()
@@ -53,8 +55,8 @@ def test_every_embedder_has_the_whole_interface(tiny, exports, which, backend, n
     np.testing.assert_allclose(embedder(x), got, rtol=1e-6)
 
 
-def test_without_onnx_a_checkpoint_runs_in_torch_and_says_why(tiny, monkeypatch, caplog):
-    """An installation without onnx/onnxruntime: auto on the CPU opens a checkpoint in PyTorch, with a log line."""
+def test_without_onnx_a_checkpoint_runs_without_it(tiny, monkeypatch, caplog):
+    """An installation without onnx/onnxruntime: auto on the CPU times the other backends only."""
     from selfee._deps import available
 
     for module in ("onnx", "onnxruntime"):
@@ -65,12 +67,12 @@ def test_without_onnx_a_checkpoint_runs_in_torch_and_says_why(tiny, monkeypatch,
             embedder, cfg = open_embedder(tiny[0], "auto", "cpu")
     finally:
         available.cache_clear()
-    assert embedder.name == "torch" and cfg.data.input_size == (32, 48)
-    assert "running in torch (the faster onnx backend needs onnx and onnxruntime, not installed)" in caplog.text
+    assert embedder.name in ("torch", "torchscript") and cfg.data.input_size == (32, 48)
+    assert {r["backend"] for r in embedder.selection["table"]} == {"torch", "torchscript"}
     x = random_frames(2, (32, 48))
     with torch.no_grad():
         ref = tiny[1].encoder(x.float() / 255).numpy()
-    np.testing.assert_allclose(embedder(x), ref, rtol=1e-4, atol=1e-5)
+    assert cosine_min(embedder(x), ref) >= (0.9999 if embedder.precision == "fp32" else 0.98)
 
 
 def test_backend_from_the_file_and_wrong_pairs_refused(tiny, exports, tmp_path):

@@ -110,6 +110,7 @@ class BuilderFlag(enum.Enum):
     FP16 = 0
     BF16 = 1
     TF32 = 2
+    INT8 = 3
 
 
 class MemoryPoolType(enum.Enum):
@@ -409,3 +410,53 @@ def test_an_engine_that_does_not_load_names_versions_and_gpus(fake, exports, tmp
         trt_mod.TensorRTEmbedder(out, "cuda")
     with pytest.raises(SelfeeError, match="runs on a GPU"):
         trt_mod.TensorRTEmbedder(out, "cpu")
+
+
+# --------------------------------------------------------------------------------------------- INT8
+
+
+@pytest.fixture(scope="module")
+def qdq(exports, tmp_path_factory):
+    """The tiny export statically quantized (QDQ) on a few frames."""
+    from selfee.export.quantize import quantize_onnx
+
+    out = tmp_path_factory.mktemp("qdq") / "tiny.int8.onnx"
+    return quantize_onnx(exports["onnx"], out, random_frames(8, tuple(CFG.data.input_size), 1))
+
+
+def test_int8_engine_uses_explicit_quantization_from_the_qdq_model(fake, qdq, tmp_path):
+    out = tmp_path / "tiny.engine"
+    meta_int8 = trt_mod.build_engine(qdq, out, meta(), "int8", 8, 4, timing_cache=tmp_path / "t.cache")
+    (build_rec,) = sys.modules["tensorrt"].state.builds
+    # INT8 takes its scales from the Q/DQ nodes; FP16 covers the layers left unquantized
+    assert build_rec["flags"] == {BuilderFlag.INT8, BuilderFlag.FP16} and meta_int8["precision"] == "int8"
+    assert out.read_bytes().startswith(b"FAKEENGINE")
+
+
+def test_int8_engine_from_an_unquantized_model_is_refused(fake, exports, tmp_path):
+    with pytest.raises(SelfeeError, match="no QuantizeLinear nodes.*--precision int8 --calibrate"):
+        trt_mod.build_engine(exports["onnx"], tmp_path / "x.engine", meta(), "int8", 8, 4)
+    assert sys.modules["tensorrt"].state.builds == []
+
+
+def test_int8_engine_export_is_held_to_the_int8_checks(fake, tiny, tmp_path, monkeypatch):
+    """Through export_checkpoint with --trt: the fake engine's outputs are not the model's, so the INT8
+    acceptance check (run on the engine, after the ONNX INT8 passed) refuses it and keeps no engine."""
+    from conftest import numbered_frames, write_video
+    from selfee.export import quantize as Q
+    from selfee.export.exporter import export_checkpoint
+
+    monkeypatch.setattr(Q, "MIN_MEDIAN_COSINE", 0.9)  # the tiny model's ONNX INT8 passes these
+    monkeypatch.setattr(Q, "MAX_F1_LOSS", 1.0)
+    monkeypatch.setattr(Q, "KNN_FRAMES", 90)
+    from selfee.cli.export import demo_labelled_video
+
+    video = write_video(tmp_path / "calib.mp4", numbered_frames(60), g=8)
+    knn_video, knn_labels = demo_labelled_video(tmp_path, 90)
+    with pytest.raises(SelfeeError, match="tensorrt int8 export fails its acceptance check .median cosine"):
+        export_checkpoint(tiny[0], tmp_path / "out", trt=True, precision="int8", calibrate=[video], frames=4,
+                          max_batch=8, quiet=True, timing_cache=tmp_path / "t.cache", knn_frames=90,
+                          knn_video=knn_video, knn_labels=knn_labels)
+    assert (tmp_path / "out" / "tiny.int8.onnx").is_file() and not (tmp_path / "out" / "tiny.engine").exists()
+    (build_rec,) = sys.modules["tensorrt"].state.builds
+    assert build_rec["flags"] == {BuilderFlag.INT8, BuilderFlag.FP16}
