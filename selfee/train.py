@@ -31,6 +31,7 @@ from selfee.errors import SelfeeError
 from selfee.fileio import atomic_save, atomic_write_json, check_writable
 from selfee.losses import cld_weight, collapse_level, selfee_loss
 from selfee.model import Selfee
+from selfee.monitor import FIELDS as KNN_FIELDS
 from selfee.runtime import DistInfo, init_distributed, resolve_amp, resolve_device, versions
 from selfee.schedule import optim_schedule
 
@@ -52,6 +53,7 @@ METRIC_FIELDS = (
     "val_loss_ss",
     "val_loss_cld",
     "elapsed_s",
+    *KNN_FIELDS,
 )
 
 
@@ -94,11 +96,13 @@ class Trainer:
         device: torch.device | None = None,
         dist: DistInfo | None = None,
         plain_frames: Callable[[], Iterator[torch.Tensor]] | None = None,
+        monitor=None,
     ):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         # batches of un-augmented training frames, for the embedding's BatchNorm statistics (see save)
         self.plain_frames = plain_frames
+        self.monitor = monitor  # selfee.monitor.QualityMonitor (rank 0) or None
         self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.train.device)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
@@ -274,6 +278,8 @@ class Trainer:
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         progress = _Progress(total, self.step, enabled=main and show_progress)
         previous_handler = self._install_sigint()
+        if main and self.monitor is not None:  # baselines and the starting point of the quality curve
+            self._write_metrics({"step": self.step, **self.monitor.start(self)})
         try:
             while self.step < total:
                 if self._stop_requested:
@@ -291,6 +297,8 @@ class Trainer:
                     val = {k: float(v) for k, v in self.eval_step(eb[0], eb[1]).items()}
                 log_now = self.step % cfg.log_every == 0 or self.step == total or val
                 ckpt_now = self.step % cfg.checkpoint_every == 0 or self.step == total
+                knn = self.monitor.step(self, ckpt_now) if main and self.monitor is not None else {}
+                log_now = log_now or bool(knn)
                 if log_now or ckpt_now:
                     if bool(bad):  # one host sync per log interval
                         self._diverged()
@@ -304,6 +312,7 @@ class Trainer:
                         steps_per_s=n_in_window / dt,
                         elapsed_s=now - t_start,
                         **val,
+                        **knn,
                     )
                     if main:
                         self._write_metrics(last)
@@ -437,6 +446,9 @@ class _Progress:
             f"loss {m.get('loss', math.nan):.4f} (ss {m.get('loss_ss', math.nan):.3f} cld {m.get('loss_cld', math.nan):.3f})"
             f" {m.get('steps_per_s', 0):.2f} steps/s {m.get('samples_per_s', 0):.0f} samples/s"
         )
+        if "knn_f1" in m:
+            msg += f" | k-NN F1 {m['knn_f1']:.3f} (untrained {m.get('knn_f1_untrained', math.nan):.3f})"
+
         if self.bar is not None:
             self.bar.update(self.task, completed=step, rate=msg)
         if self.bar is None or not self.bar.live.is_started:
@@ -461,6 +473,8 @@ def run_training(
     show_progress: bool = True,
     corners=None,
     arena: str | None = None,
+    eval_videos: list[str | os.PathLike] | None = None,
+    eval_labels: str | os.PathLike | None = None,
 ) -> dict:
     """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise.
 
@@ -513,7 +527,12 @@ def run_training(
             finally:
                 pipe.close()
 
-    trainer = Trainer(cfg, out_dir, device=device, dist=dist, plain_frames=plain)
+    monitor = None
+    if eval_videos and dist.is_main:
+        from selfee.monitor import QualityMonitor
+
+        monitor = QualityMonitor.open(cfg, eval_videos, eval_labels)
+    trainer = Trainer(cfg, out_dir, device=device, dist=dist, plain_frames=plain, monitor=monitor)
     if resume:
         trainer.load(out_dir / "last.pt")
         log.info("resuming at step %d", trainer.step)
@@ -539,6 +558,8 @@ def run_training(
         train_pipe.close()
         if eval_pipe is not None:
             eval_pipe.close()
+        if monitor is not None:
+            monitor.plot(out_dir / "quality.png")
     stats = getattr(train_pipe, "stats", {})
     return {"step": trainer.step, "out_dir": str(out_dir), **last, **stats}
 
