@@ -475,6 +475,7 @@ def run_training(
     arena: str | None = None,
     eval_videos: list[str | os.PathLike] | None = None,
     eval_labels: str | os.PathLike | None = None,
+    monitor=None,
 ) -> dict:
     """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise.
 
@@ -527,8 +528,7 @@ def run_training(
             finally:
                 pipe.close()
 
-    monitor = None
-    if eval_videos and dist.is_main:
+    if monitor is None and eval_videos and dist.is_main:  # or a selfee.monitor.QualityMonitor given
         from selfee.monitor import QualityMonitor
 
         monitor = QualityMonitor.open(cfg, eval_videos, eval_labels)
