@@ -269,7 +269,7 @@ class TrainConfig:
     # weights every knn_every steps (0: at checkpoints only) on about knn_frames labelled frames; one video is
     # cut into knn_segments segments for leave-one-segment-out
     knn_every: int = 500
-    knn_frames: int = 2000
+    knn_frames: int = 1000
     knn_segments: int = 5
 
     def __post_init__(self):
