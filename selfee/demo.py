@@ -122,7 +122,7 @@ def run_demo(out: str | Path = "selfee-demo", steps: int | None = None, device: 
         "steps": steps,
         "classifier": f"classify's weighted k-NN (k={monitor.opts.k}, tau={monitor.opts.tau}), "
                       f"leave one of {SEGMENTS} segments out",
-        "seconds": {"video": t_video - t0, "train": t_train - t_video, "embed_and_score": elapsed - t_train,
+        "seconds": {"video": t_video - t0, "train": t_train - t_video, "embed_and_score": elapsed - (t_train - t0),
                     "total": elapsed},
         "final_loss": summary.get("loss"),
         "quality_curve": [{"step": r["step"], "macro_f1": r["knn_f1"], "accuracy": r["knn_acc"]}
