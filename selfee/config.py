@@ -265,6 +265,12 @@ class TrainConfig:
     # BatchNorm statistics for embedding, re-estimated on this many un-augmented frames at every checkpoint and
     # stored beside the training ones (0: embed with the training statistics, as the original did)
     embed_bn_frames: int = 4096
+    # Quality monitor (``train --eval-videos V... --eval-labels DIR``, selfee.monitor): k-NN of the current
+    # weights every knn_every steps (0: at checkpoints only) on about knn_frames labelled frames; one video is
+    # cut into knn_segments segments for leave-one-segment-out
+    knn_every: int = 500
+    knn_frames: int = 1000
+    knn_segments: int = 5
 
     def __post_init__(self):
         _check(
@@ -280,6 +286,9 @@ class TrainConfig:
         _check(self.log_every >= 1, "log_every", "must be >= 1", self.log_every)
         _check(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0", self.keep_checkpoints)
         _check(self.embed_bn_frames >= 0, "embed_bn_frames", "must be >= 0", self.embed_bn_frames)
+        _check(self.knn_every >= 0, "knn_every", "must be >= 0", self.knn_every)
+        _check(self.knn_frames >= 10, "knn_frames", "must be >= 10", self.knn_frames)
+        _check(self.knn_segments >= 1, "knn_segments", "must be >= 1", self.knn_segments)
 
 
 @dataclass(frozen=True)

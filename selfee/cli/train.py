@@ -26,12 +26,16 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     corners: str = typer.Option(None, help="Arena corners: a JSON/CSV file, a folder of <stem>.json/.csv, or 'x,y x,y x,y x,y'."),
     arena: str = typer.Option(None, help="Arena kind for --corners: open_field or plus_maze."),
+    eval_videos: list[str] = typer.Option(None, "--eval-videos", help="Labelled videos for the k-NN quality monitor."),
+    eval_labels: Path = typer.Option(None, "--eval-labels", help="Their labels (a folder, as classify reads them)."),
 ):
     """Train Selfee (SimSiam + CLD on live frames) on videos, no frame extraction needed.
 
     Writes OUT/step*.pt and OUT/last.pt checkpoints, OUT/metrics.csv (losses, collapse levels,
     learning rate, throughput, held-out loss) and OUT/config.yaml. Ctrl-C writes a checkpoint;
-    --resume continues exactly where it stopped.
+    --resume continues exactly where it stopped. With --eval-videos and --eval-labels, the k-NN
+    macro F1 and accuracy of the current weights on those videos are logged every train.knn_every
+    steps and at each checkpoint, beside an untrained encoder and raw pixels; OUT/quality.png plots them.
     """
     from selfee.errors import SelfeeError
     from selfee.train import run_training
@@ -53,7 +57,10 @@ def train(
     )
     if not videos and cfg.train.pipeline != "synthetic":
         raise SelfeeError("train: no VIDEOS given (pass video files, folders or glob patterns)")
-    summary = run_training(cfg, videos or [], out, resume=resume, corners=corners, arena=arena)
+    if bool(eval_videos) != (eval_labels is not None):
+        raise SelfeeError("train: --eval-videos and --eval-labels go together")
+    summary = run_training(cfg, videos or [], out, resume=resume, corners=corners, arena=arena,
+                           eval_videos=eval_videos or None, eval_labels=eval_labels)
     if summary:
         typer.echo(
             f"done: step {summary['step']}, loss {summary.get('loss', float('nan')):.4f}; checkpoints in {out}"

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from selfee.config import SelfeeConfig
+from selfee.monitor import FIELDS as KNN_FIELDS
 
 log = logging.getLogger("selfee")
 
@@ -27,6 +28,7 @@ METRIC_FIELDS = (
     "val_loss_ss",
     "val_loss_cld",
     "elapsed_s",
+    *KNN_FIELDS,
 )
 
 
@@ -101,6 +103,8 @@ class Progress:
             f"loss {m.get('loss', math.nan):.4f} (ss {m.get('loss_ss', math.nan):.3f} cld {m.get('loss_cld', math.nan):.3f})"
             f" {m.get('steps_per_s', 0):.2f} steps/s {m.get('samples_per_s', 0):.0f} samples/s"
         )
+        if "knn_f1" in m:
+            msg += f" | k-NN F1 {m['knn_f1']:.3f} (untrained {m.get('knn_f1_untrained', math.nan):.3f})"
         if self.bar is not None:
             self.bar.update(self.task, completed=step, rate=msg)
         if self.bar is None or not self.bar.live.is_started:

@@ -29,6 +29,9 @@ def run_training(
     show_progress: bool = True,
     corners=None,
     arena: str | None = None,
+    eval_videos: list[str | os.PathLike] | None = None,
+    eval_labels: str | os.PathLike | None = None,
+    monitor=None,
 ) -> dict:
     """``selfee-fast train``: probe videos, build the pipelines and the trainer, fit, summarise.
 
@@ -77,7 +80,11 @@ def run_training(
 
             return plain_frames(local_cfg, sources, device, dist.rank, dist.world, backend)
 
-    trainer = Trainer(cfg, out_dir, device=device, dist=dist, plain_frames=plain)
+    if monitor is None and eval_videos and dist.is_main:  # or a selfee.monitor.QualityMonitor given
+        from selfee.monitor import QualityMonitor
+
+        monitor = QualityMonitor.open(cfg, eval_videos, eval_labels)
+    trainer = Trainer(cfg, out_dir, device=device, dist=dist, plain_frames=plain, monitor=monitor)
     if resume:
         trainer.load(out_dir / "last.pt")
         log.info("resuming at step %d", trainer.step)
@@ -105,6 +112,8 @@ def run_training(
         train_pipe.close()
         if eval_pipe is not None:
             eval_pipe.close()
+        if monitor is not None:
+            monitor.plot(out_dir / "quality.png")
     stats = getattr(train_pipe, "stats", {})
     return {"step": trainer.step, "out_dir": str(out_dir), **last, **stats}
 

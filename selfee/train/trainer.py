@@ -75,11 +75,13 @@ class Trainer:
         device: torch.device | None = None,
         dist: DistInfo | None = None,
         plain_frames: Callable[[], Iterator[torch.Tensor]] | None = None,
+        monitor=None,
     ):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         # batches of un-augmented training frames, for the embedding's BatchNorm statistics (see save)
         self.plain_frames = plain_frames
+        self.monitor = monitor  # selfee.monitor.QualityMonitor (rank 0) or None
         self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.train.device)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
@@ -254,6 +256,8 @@ class Trainer:
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         progress = Progress(total, self.step, enabled=main and show_progress)
         previous_handler = self._install_sigint()
+        if logs is not None and self.monitor is not None:  # baselines and the starting point of the quality curve
+            logs.write({"step": self.step, **self.monitor.start(self)})
         try:
             while self.step < total:
                 if self._stop_requested:
@@ -271,6 +275,8 @@ class Trainer:
                     val = {k: float(v) for k, v in self.eval_step(eb[0], eb[1]).items()}
                 log_now = self.step % cfg.log_every == 0 or self.step == total or val
                 ckpt_now = self.step % cfg.checkpoint_every == 0 or self.step == total
+                knn = self.monitor.step(self, ckpt_now) if main and self.monitor is not None else {}
+                log_now = log_now or bool(knn)
                 if log_now or ckpt_now:
                     if bool(bad):  # one host sync per log interval
                         self._diverged()
@@ -284,6 +290,7 @@ class Trainer:
                         steps_per_s=n_in_window / dt,
                         elapsed_s=now - t_start,
                         **val,
+                        **knn,
                     )
                     if logs is not None:
                         logs.write(last)
