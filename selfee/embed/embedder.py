@@ -194,8 +194,10 @@ class TorchEmbedder:
             return device_to_host(self._forward(x))
         try:
             graph, static_in, static_out = self._graph(x)
-        except Exception as exc:  # capture unsupported here: eager mode is still correct
-            log.warning("CUDA graph capture failed (%s: %s); running eagerly", type(exc).__name__, exc)
+        except Exception as exc:  # capture unsupported here: eager mode is still correct (strict mode: an error)
+            from selfee.fallback import fallback
+
+            self.fallback = fallback("CUDA graphs", "eager mode", f"capture failed: {type(exc).__name__}: {exc}")
             self.cuda_graphs = False
             return device_to_host(self._forward(x))
         n = x.shape[0]

@@ -2,6 +2,7 @@
 
 import gc
 import weakref
+from contextlib import closing
 
 import av
 import numpy as np
@@ -49,9 +50,8 @@ def test_shuffled_mode_mixes_videos(videos):
 def test_rgb_mode(videos):
     cfg = loader_cfg(**{"data.live_frames": False})
     sources = make_sources([probe(videos[0])], cfg)
-    loader = BlockLoader(sources, cfg)
-    batch = next(iter(loader))
-    loader.close()
+    with closing(BlockLoader(sources, cfg)) as loader:
+        batch = next(iter(loader))
     with av.open(str(videos[0])) as c:
         rgb = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     ref = resize_uint8(torch.from_numpy(rgb).permute(0, 3, 1, 2), (32, 48))

@@ -94,23 +94,9 @@ class FakeCuda:
 # --------------------------------------------------------------------------------------------- fake TensorRT
 
 
-class DataType(enum.Enum):
-    UINT8 = 0
-    FLOAT = 1
-    HALF = 2
-    BF16 = 3
-
-
-class TensorIOMode(enum.Enum):
-    INPUT = 0
-    OUTPUT = 1
-
-
-class BuilderFlag(enum.Enum):
-    FP16 = 0
-    BF16 = 1
-    TF32 = 2
-    INT8 = 3
+DataType = enum.Enum("DataType", "UINT8 FLOAT HALF BF16", start=0)
+TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT", start=0)
+BuilderFlag = enum.Enum("BuilderFlag", "FP16 BF16 TF32 INT8", start=0)
 
 
 class MemoryPoolType(enum.Enum):
