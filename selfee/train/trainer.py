@@ -81,6 +81,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         # batches of un-augmented training frames, for the embedding's BatchNorm statistics (see save)
         self.plain_frames = plain_frames
+        self._embed_bn: tuple[int, dict | None] | None = None  # (step, statistics) of the last estimate
         self.monitor = monitor  # selfee.monitor.QualityMonitor (rank 0) or None
         self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.train.device)
@@ -188,7 +189,15 @@ class Trainer:
     def embedding_bn(self) -> dict | None:
         """The encoder's BatchNorm statistics on ``train.embed_bn_frames`` plain frames (what
         ``load_model`` embeds with), or None when off or without a frame source. A failure costs the
-        checkpoint these statistics only, never the checkpoint."""
+        checkpoint these statistics only, never the checkpoint. Computed once per step (the quality
+        monitor and the checkpoint of the same step share them)."""
+        if self._embed_bn is not None and self._embed_bn[0] == self.step:
+            return self._embed_bn[1]
+        bn = self._estimate_embedding_bn()
+        self._embed_bn = (self.step, bn)
+        return bn
+
+    def _estimate_embedding_bn(self) -> dict | None:
         n = self.cfg.train.embed_bn_frames
         if not n or self.plain_frames is None:
             return None
@@ -218,6 +227,7 @@ class Trainer:
         if "optimizer" not in ckpt:
             raise SelfeeError(f"{path}: holds weights only; cannot resume from it (use --init)")
         load_state(self.model, ckpt["model"], source=str(path))
+        self._embed_bn = None  # new weights: estimate anew
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])

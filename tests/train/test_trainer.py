@@ -213,3 +213,20 @@ def test_momentum_follows_pytorchs_one_cycle_like_the_original(tmp_path, cycle):
         assert seen[0] == pytest.approx(0.95) and min(seen) == pytest.approx(0.85) and 0.9 not in seen
     else:
         assert seen == [0.9] * 10
+
+
+def test_embedding_bn_is_estimated_once_per_step(tmp_path):
+    """The quality monitor and the checkpoint of one step share one estimate; a new step estimates anew."""
+    calls = []
+
+    def plain():
+        calls.append(1)
+        g = torch.Generator().manual_seed(len(calls))
+        yield torch.rand(32, 3, 32, 32, generator=g)
+
+    trainer = Trainer(make_tiny_cfg(), tmp_path, plain_frames=plain)
+    first = trainer.embedding_bn()
+    assert first is not None and trainer.embedding_bn() is first and len(calls) == 1
+    trainer.step += 1
+    second = trainer.embedding_bn()
+    assert len(calls) == 2 and second is not first
