@@ -228,6 +228,13 @@ def _int8_onnx(report, encoder, cfg, meta, fp32_path: Path, out: Path, calibrate
 # ---------------------------------------------------------------------------------------------
 
 
+def cached_export_path(checkpoint: str | os.PathLike, suffix: str) -> Path:
+    """Where the cached export of ``checkpoint`` with ``suffix`` lives: ``<cache>/exports/<sha[:20]>-v<version><suffix>``."""
+    from selfee import __version__
+
+    return cache_dir() / "exports" / f"{file_sha256(checkpoint)[:20]}-v{__version__}{suffix}"
+
+
 def cached_export(checkpoint: str | os.PathLike, backend: str, videos=()) -> Path:
     """The export of ``checkpoint`` for ``backend`` in the cache, made (and verified) on first use.
 
@@ -236,17 +243,14 @@ def cached_export(checkpoint: str | os.PathLike, backend: str, videos=()) -> Pat
     says which. Processes or ranks exporting the same checkpoint at once each write their own
     temporary files and rename them into place (the last rename wins; both files are verified).
     """
-    from selfee import __version__
     from selfee.export.runtime import SUFFIX
 
     if backend not in ("torchscript", "onnx"):
         raise SelfeeError(
             f"the {backend} backend needs an exported model: selfee-fast export {checkpoint} --out DIR --format onnx --trt"
         )
-    sha = file_sha256(checkpoint)
-    folder = cache_dir() / "exports"
-    name = f"{sha[:20]}-v{__version__}"
-    path = folder / f"{name}{SUFFIX[backend]}"
+    path = cached_export_path(checkpoint, SUFFIX[backend])
+    folder, name = path.parent, path.name.removesuffix(SUFFIX[backend])
     if path.is_file():
         return path
     log.info("exporting %s to %s once (cached in %s)", checkpoint, backend, folder)

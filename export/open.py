@@ -101,11 +101,11 @@ def candidates(weights: Path, model, dev, videos, precision: str | None = None) 
 def find_export(weights: Path, suffix: str) -> Path | None:
     """An export of the checkpoint ``weights`` with ``suffix``: ``<stem><suffix>`` beside it, else in the cache
     (``<sha[:20]>-v<version><suffix>``), when its metadata names the checkpoint's SHA-256."""
-    from selfee import __version__
-    from selfee.fileio import cache_dir, file_sha256
+    from selfee.export.exporter import cached_export_path
+    from selfee.fileio import file_sha256
 
     sha = file_sha256(weights)
-    for path in (weights.with_name(weights.stem + suffix), cache_dir() / "exports" / f"{sha[:20]}-v{__version__}{suffix}"):
+    for path in (weights.with_name(weights.stem + suffix), cached_export_path(weights, suffix)):
         side = path.with_name(path.name + ".json")
         if path.is_file() and side.is_file():
             try:

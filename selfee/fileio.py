@@ -142,12 +142,21 @@ def check_writable(out_dir: str | os.PathLike) -> Path:
     return out_dir
 
 
+_SHA256: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> digest
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 of a file, remembered per (path, size, modification time): one embedding run asks for a
+    checkpoint's digest in several places (exports, the backend cache, the outputs) and reads it once."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+        _SHA256[key] = h.hexdigest()
+    return _SHA256[key]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def test_every_embedder_has_the_whole_interface(tiny, exports, which, backend, n
     """name, dim, device, fixed_size, submit(frames).result() and __call__, read directly by their callers."""
     weights = tiny[0] if which == "checkpoint" else exports[which]
     embedder, cfg = open_embedder(weights, backend, "cpu")
-    assert embedder.name == (name or embedder.name) and embedder.dim == 16 and cfg.data.input_size == (32, 48)
+    assert embedder.name == name if name else embedder.name in {"torch", "torchscript", "onnx"}  # auto: measured
+    assert embedder.dim == 16 and cfg.data.input_size == (32, 48)
     assert torch.device(embedder.device) == torch.device("cpu") and embedder.fixed_size is None
     x = random_frames(3, (32, 48), seed=1)
     got = embedder.submit(x).result()
