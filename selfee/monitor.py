@@ -209,19 +209,17 @@ class QualityMonitor:
         d = self.data
         return knn_quality(x, d.index, d.video, d.y, len(d.classes), self.opts, self.segments)
 
-    def _bn_frames(self, trainer):
-        if trainer.plain_frames is not None:
-            return trainer.plain_frames()
-        b = trainer.cfg.optim.batch_size
-        return (self.data.frames[i : i + b].float().div(255) for i in range(0, len(self.data.frames), b))
-
     def _embed(self, trainer, encoder, buffers) -> np.ndarray:
         enc = with_bn(encoder, buffers)
         enc.features = trainer.cfg.embed.features  # what embed writes (the copy's; training keeps its own)
         return embed_frames(enc, self.data.frames, trainer.cfg.embed.batch_size, trainer.device, trainer._autocast)
 
     def start(self, trainer) -> dict:
-        """The baselines (once) and the current weights' row, at the trainer's current step."""
+        """The baselines (once) and, for a run starting at step 0, that step's row ({} on a resumed run,
+        whose row for its step was logged before it stopped).
+
+        The untrained encoder gets BatchNorm statistics the way the trained one does
+        (:meth:`Trainer.embedding_bn`: plain frames, when the trainer has them; else its own)."""
         from selfee.analysis.evaluate import PixelEmbedder
         from selfee.checkpoint import build_model
         from selfee.model import embedding_bn_stats
@@ -231,21 +229,20 @@ class QualityMonitor:
             torch.manual_seed(trainer.cfg.train.seed)  # the trainer's initial weights
             initial = build_model(trainer.cfg.model, byol=trainer.cfg.loss.byol).encoder.to(trainer.device)
         initial = initial.to(memory_format=torch.channels_last)
-        n = trainer.cfg.train.embed_bn_frames or len(self.data.frames)
-        bn, _ = embedding_bn_stats(initial, self._bn_frames(trainer), n, trainer._autocast)
+        bn, n = None, trainer.cfg.train.embed_bn_frames
+        if n and trainer.plain_frames is not None:
+            bn, _ = embedding_bn_stats(initial, trainer.plain_frames(), n, trainer._autocast)
         untrained = self.score(self._embed(trainer, initial, bn))
         pixels = self.score(PixelEmbedder(self.pixel_size)(self.data.frames))
         self.baselines = {"knn_f1_untrained": untrained["macro_f1"], "knn_acc_untrained": untrained["accuracy"],
                           "knn_f1_pixels": pixels["macro_f1"], "knn_acc_pixels": pixels["accuracy"]}
         log.info("quality monitor baselines: k-NN macro F1 untrained %.3f, pixels %.3f (%.1f s)",
                  untrained["macro_f1"], pixels["macro_f1"], time.perf_counter() - t)
-        return self.evaluate(trainer)
+        return self.evaluate(trainer) if trainer.step == 0 else {}
 
-    def step(self, trainer, checkpoint: bool) -> dict:
-        """The row for this step when an evaluation is due (every ``every`` steps, each checkpoint), else {}."""
-        if not (checkpoint or (self.every and trainer.step % self.every == 0)):
-            return {}
-        return self.evaluate(trainer)
+    def due(self, step: int, checkpoint: bool) -> bool:
+        """Whether to evaluate at ``step``: every ``every`` steps and at each checkpoint."""
+        return checkpoint or bool(self.every and step % self.every == 0)
 
     def evaluate(self, trainer) -> dict:
         t = time.perf_counter()

@@ -267,7 +267,9 @@ class Trainer:
         progress = Progress(total, self.step, enabled=main and show_progress)
         previous_handler = self._install_sigint()
         if logs is not None and self.monitor is not None:  # baselines and the starting point of the quality curve
-            logs.write({"step": self.step, **self.monitor.start(self)})
+            row = self.monitor.start(self)
+            if row:
+                logs.write({"step": self.step, **row})
         try:
             while self.step < total:
                 if self._stop_requested:
@@ -285,11 +287,12 @@ class Trainer:
                     val = {k: float(v) for k, v in self.eval_step(eb[0], eb[1]).items()}
                 log_now = self.step % cfg.log_every == 0 or self.step == total or val
                 ckpt_now = self.step % cfg.checkpoint_every == 0 or self.step == total
-                knn = self.monitor.step(self, ckpt_now) if main and self.monitor is not None else {}
-                log_now = log_now or bool(knn)
+                knn_now = main and self.monitor is not None and self.monitor.due(self.step, ckpt_now)
+                log_now = log_now or knn_now
                 if log_now or ckpt_now:
-                    if bool(bad):  # one host sync per log interval
+                    if bool(bad):  # one host sync per log interval (and before evaluating diverged weights)
                         self._diverged()
+                knn = self.monitor.evaluate(self) if knn_now else {}
                 if log_now:
                     now = time.perf_counter()
                     dt = max(now - t_window, 1e-9)
