@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfee.bench.embed import bench_config, model_only, random_checkpoint, synthetic_video
+from selfee.bench.embed import bench_config, end_to_end, model_only, random_checkpoint, synthetic_video
 from selfee.bench.timing import environment, save_results, table
 
 log = logging.getLogger("selfee")
@@ -90,17 +90,6 @@ def accuracy(embedder, encoder, frames: torch.Tensor) -> dict:
     got = np.concatenate([np.asarray(embedder(frames[i : i + 16]), np.float32) for i in range(0, len(frames), 16)])
     cos = cosine_rows(ref, got)
     return {"median_cosine": float(np.median(cos)), "min_cosine": float(cos.min())}
-
-
-def end_to_end(embedder, cfg, weights: Path, clip: Path, batch: int) -> float:
-    from selfee.embed import embed_videos
-
-    with tempfile.TemporaryDirectory() as tmp:
-        m = embed_videos([clip], weights, tmp, cfg=cfg, embedder=embedder, batch_size=batch, overwrite=True,
-                         show_progress=False)
-    if m["failed"]:
-        raise RuntimeError(m["failed"][0]["error"])
-    return m["fps"]
 
 
 def int8_export(ckpt: Path, model, cfg, clip: Path, knn_frames: int) -> tuple[Path | None, dict]:
@@ -171,7 +160,7 @@ def run(args) -> tuple[list[dict], dict]:
                     row["note"] = "refused by its checks"
                 row.update(accuracy(emb, model.encoder, frames))
                 row.update(model_only(emb, args.size, args.batch_size, iters=args.iters, repeats=args.repeats))
-                row["end_to_end_fps"] = end_to_end(emb, cfg, ckpt, clip, args.batch_size)
+                row["end_to_end_fps"] = end_to_end(emb, cfg, ckpt, clip, args.batch_size)["end_to_end_fps"]
             except Exception as exc:
                 row["note"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)

@@ -11,16 +11,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 
 from selfee.errors import SelfeeError, VideoError
-from selfee.video.nvdec import (  # noqa: F401  (the lane rules, here for the pipelines)
-    DALI_CPU_CODECS,
-    LANE_NAMES,
-    LANES,
-    NVDEC_CODECS,
-    NVDEC_LIMITS,
-    NVDEC_PIX_FMTS,
-    NVDEC_PIX_FMTS_10BIT,
-    choose_lane,
-)
+from selfee.video.nvdec import LANE_NAMES, choose_lane  # noqa: F401  (the lane rule, here for the pipelines)
 
 log = logging.getLogger("selfee")
 

@@ -16,8 +16,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-LEVELS = ("ok", "warn", "fail")
-
 
 @dataclasses.dataclass
 class Check:

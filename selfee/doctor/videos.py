@@ -143,9 +143,9 @@ def video_report(path: str | Path, gpu: bool) -> dict:
     if nvdec_ok:
         checks.append(Check("nvdec", "ok", nv_why))
     else:
-        checks.append(Check("nvdec", slow if gpu else "warn", _why_not_nvdec(info, nv_why),
+        checks.append(Check("nvdec", slow, _why_not_nvdec(info, nv_why),
                             "re-encode it (command below) for NVDEC" + ("" if gpu else " on a GPU machine")))
-    here_lane, here_why = choose_lane(info, torch.device("cuda" if gpu else "cpu"))
+    here_lane, here_why = (nv_lane, nv_why) if gpu else choose_lane(info, torch.device("cpu"))
     decode = {"lane": here_lane, "why": here_why}
     if gpu:
         detail = "NVDEC" if here_lane == "nvdec" else f"PyAV on the CPU ({here_why})"

@@ -3,7 +3,6 @@ lane rule (``choose_lane``) the DALI pipelines and ``selfee-fast doctor`` share.
 
 from __future__ import annotations
 
-LANES = ("nvdec", "dali-cpu", "pyav")
 LANE_NAMES = {"nvdec": "NVDEC", "dali-cpu": "DALI's CPU decoder", "pyav": "PyAV"}
 
 # What NVDEC (DALI's "mixed" video decoder) takes: 8-bit 4:2:0 (10-bit for HEVC/VP9/AV1), even sizes.

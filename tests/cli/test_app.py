@@ -76,3 +76,13 @@ def test_python_m_selfee_cli_is_the_same_program():
     """What torchrun runs (``torchrun ... -m selfee.cli embed ...``)."""
     r = _selfee("selfee.cli", "--help", debug="0")
     assert r.returncode == 0 and "Usage:" in r.stdout and "track" in r.stdout
+
+
+def test_the_strict_option_turns_strict_mode_on_for_the_command(monkeypatch):
+    from selfee.fallback import strict
+
+    monkeypatch.setenv("SELFEE_STRICT", "")  # restored (unset) after the test, whatever the option wrote
+    assert not strict()
+    r = run("--strict", "config")
+    assert r.exit_code == 0, r.output
+    assert strict()
