@@ -136,19 +136,21 @@ def evaluate(
         raise SelfeeError(f"{exc} (evaluate needs a checkpoint, to build the untrained baseline of the same architecture)") from None
     bs = batch_size or cfg.embed.batch_size
     results, table = {}, []
+    infos = None  # the videos, opened (probed) once for the untrained and pixel baselines
     for m in methods:
         emb = out / f"embed_{m}"
         if reuse and _complete(emb, videos):
             log.info("%s: reusing the embeddings in %s", m, emb)
         elif m == "trained":
             embed_videos(videos, weights, emb, device=device, batch_size=bs, open_embedder=open_embedder)
-        elif m == "untrained":
-            from selfee.video import open_inputs
-
-            infos = open_inputs(videos, cfg, min_frames=cfg.data.min_frames).videos
-            embed_with(untrained_embedder(cfg, device, seed, infos, untrained_bn), videos, cfg, emb, bs, infos)
         else:
-            embed_with(PixelEmbedder(pixel_size), videos, cfg, emb, bs)
+            if infos is None:
+                from selfee.video import open_inputs
+
+                infos = open_inputs(videos, cfg, min_frames=cfg.data.min_frames).videos
+            embedder = (untrained_embedder(cfg, device, seed, infos, untrained_bn) if m == "untrained"
+                        else PixelEmbedder(pixel_size))
+            embed_with(embedder, videos, cfg, emb, bs, infos)
         res = classify(emb, labels_dir, out / f"classify_{m}", opts, segments=segments)
         results[m] = res
         dim = io.list_videos(emb)[0][0].dim
